@@ -1,0 +1,261 @@
+"""Wire contract shared by every temporal-airflow component.
+
+Plain dataclasses only (standard library, no Airflow import) so that the orchestrator plugin, the
+workflow worker and the activity worker can each be installed alone and still agree on what crosses
+Temporal. Every type here round-trips through Temporal's default data converter.
+
+XCom values travel as the JSON text that Airflow's own XCom serializer produced; the workflow never
+needs to understand them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: Names of workflows and activities: the contract between starters, workflows and activity workers.
+STANDALONE_WORKFLOW = "execute_airflow_dag"
+DEEP_WORKFLOW = "execute_airflow_dag_deep"
+LOAD_DAG_FILE_ACTIVITY = "load_dag_file"
+RUN_TASK_ACTIVITY = "run_airflow_task"
+LOAD_SERIALIZED_DAG_ACTIVITY = "load_serialized_dag"
+CREATE_DAGRUN_ACTIVITY = "create_dagrun_record"
+ENSURE_TASK_INSTANCES_ACTIVITY = "ensure_task_instances"
+SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
+SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
+
+#: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
+DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
+DEFAULT_ACTIVITY_TASK_QUEUE = "airflow-tasks"
+
+#: Error types raised as non-retryable ApplicationErrors.
+DAG_IMPORT_ERROR = "DagImportError"
+DAG_NOT_FOUND_ERROR = "DagNotFound"
+INVALID_CONF_ERROR = "InvalidDagRunConf"
+XCOM_TOO_LARGE_ERROR = "XComTooLarge"
+
+
+@dataclass
+class XComEntry:
+    """One XCom: ``value_json`` is the JSON text produced by Airflow's XCom serializer."""
+
+    task_id: str
+    key: str
+    value_json: str
+    map_index: int = -1
+    #: Set when the value is a list that a downstream mapped task expands over.
+    mapped_length: int | None = None
+
+
+@dataclass
+class DagExecutionInput:
+    """Input of the standalone workflow: run one DAG from a DAG file, no Airflow services needed.
+
+    ``variables`` are handed to tasks (``Variable.get``); connections come from the activity worker's
+    environment (``AIRFLOW_CONN_*``) or its secrets backend so that no password enters history.
+    """
+
+    dag_path: str
+    dag_id: str | None = None
+    run_id: str | None = None
+    logical_date: datetime | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    activity_task_queue: str = DEFAULT_ACTIVITY_TASK_QUEUE
+    #: A task's worker is presumed dead after this long without a heartbeat (the try then resumes
+    #: on another worker, same Airflow try number).
+    task_heartbeat_timeout_seconds: float = 60.0
+
+
+@dataclass
+class LoadDagFileInput:
+    """Input of ``load_dag_file``: parse a DAG file on an activity worker."""
+
+    dag_path: str
+    dag_id: str | None = None
+
+
+@dataclass
+class LoadDagFileResult:
+    """The DAG in Airflow's serialized form, ready for the scheduler logic in the workflow."""
+
+    dag_id: str
+    fileloc: str
+    serialized_dag: dict[str, Any]
+
+
+@dataclass
+class RunContext:
+    """What a task sees of its DagRun (``dag_run``, ``logical_date``, ``data_interval_*``, ``params``)."""
+
+    dag_id: str
+    run_id: str
+    run_type: str
+    run_after: datetime
+    start_date: datetime
+    logical_date: datetime | None = None
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActivityTaskInput:
+    """Input of ``run_airflow_task``: one try of one task instance."""
+
+    dag_path: str
+    task_id: str
+    try_number: int
+    max_tries: int
+    run: RunContext
+    map_index: int = -1
+    #: XComs of the task's upstream tasks, so ``xcom_pull`` and TaskFlow arguments resolve.
+    upstream_xcoms: list[XComEntry] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    #: True in deep mode: connections, variables and XComs come from Airflow's metadata DB.
+    deep_integration: bool = False
+
+
+@dataclass
+class TaskExecutionResult:
+    """Outcome of one try: state as Airflow's task runner decided it, XComs the task pushed."""
+
+    task_id: str
+    state: str
+    try_number: int
+    start_date: datetime
+    end_date: datetime
+    map_index: int = -1
+    xcoms: list[XComEntry] = field(default_factory=list)
+    #: Task ids a branch / short-circuit operator asked to skip.
+    skipped_task_ids: list[str] = field(default_factory=list)
+    #: Seconds Airflow's runner asked to wait before the next try (``up_for_retry`` only).
+    retry_delay_seconds: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    hostname: str | None = None
+
+
+@dataclass
+class TaskSummary:
+    """Final state of one task instance of a run."""
+
+    task_id: str
+    state: str | None
+    try_number: int
+    map_index: int = -1
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    xcoms: list[XComEntry] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class DagExecutionResult:
+    """Result of a workflow: the run's final state and every task's."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: list[TaskSummary] = field(default_factory=list)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+@dataclass
+class RunProgress:
+    """Live view of a run, served by the workflows' ``progress`` query."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: list[TaskSummary] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Deep integration: the workflow runs against a real Airflow metadata DB.
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeepDagExecutionInput:
+    """Input of the deep workflow; ``run_id`` names an existing DagRun or is ``None`` to create one."""
+
+    dag_id: str
+    logical_date: datetime | None = None
+    run_id: str | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+    activity_task_queue: str = DEFAULT_ACTIVITY_TASK_QUEUE
+    task_heartbeat_timeout_seconds: float = 60.0
+
+
+@dataclass
+class LoadSerializedDagInput:
+    """Input of ``load_serialized_dag``."""
+
+    dag_id: str
+
+
+@dataclass
+class LoadSerializedDagResult:
+    """Serialized DAG as stored in Airflow's DB, with its file and version."""
+
+    dag_id: str
+    fileloc: str
+    serialized_dag: dict[str, Any]
+    dag_version_id: str | None = None
+
+
+@dataclass
+class CreateDagRunInput:
+    """Input of ``create_dagrun_record``; ``run_id`` is generated when absent."""
+
+    dag_id: str
+    logical_date: datetime | None = None
+    run_id: str | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CreateDagRunResult:
+    """The DagRun now in Airflow's DB (created or found)."""
+
+    run_id: str
+    dag_run_id: int
+    created: bool
+    run_context: RunContext | None = None
+
+
+@dataclass
+class EnsureTaskInstancesInput:
+    """Input of ``ensure_task_instances``."""
+
+    dag_id: str
+    run_id: str
+
+
+@dataclass
+class TaskStatusSync:
+    """One task instance's state to write to Airflow's DB (idempotent, never moves state backwards)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: str
+    try_number: int
+    map_index: int = -1
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    hostname: str | None = None
+    xcoms: list[XComEntry] = field(default_factory=list)
+
+
+@dataclass
+class DagRunStatusSync:
+    """A DagRun's state to write to Airflow's DB."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    end_date: datetime | None = None

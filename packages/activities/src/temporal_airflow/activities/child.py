@@ -1,0 +1,149 @@
+"""Run work in a fresh child of the task host, heartbeating and honouring cancellation meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+
+
+class ChildFailed(Exception):
+    """The child reported an error (``kind`` says which) or died without answering."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class TaskHost:
+    """Client side of :mod:`temporal_airflow.activities.task_host`, one per event loop."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._waiters: dict[str, tuple[asyncio.Future[int], asyncio.Future[int]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.workdir = tempfile.mkdtemp(prefix="temporal-airflow-tasks-")
+
+    async def _ensure_started(self) -> asyncio.subprocess.Process:
+        async with self._lock:
+            if self._process is None or self._process.returncode is not None:
+                self._process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "temporal_airflow.activities.task_host",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                self._reader = asyncio.create_task(self._read_replies(self._process))
+            return self._process
+
+    async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            message = json.loads(line)
+            started, exited = self._waiters.get(message["id"], (None, None))
+            if started is None or exited is None:
+                continue
+            if "pid" in message and not started.done():
+                started.set_result(message["pid"])
+            elif "exit" in message and not exited.done():
+                exited.set_result(message["exit"])
+        for started, exited in self._waiters.values():
+            for future in (started, exited):
+                if not future.done():
+                    future.set_exception(ChildFailed("ChildProcessError", "task host exited"))
+
+    async def run(self, kind: str, payload: Any, log_path: str | None) -> Any:
+        process = await self._ensure_started()
+        request_id = uuid.uuid4().hex
+        payload_path = os.path.join(self.workdir, f"{request_id}.in")
+        result_path = os.path.join(self.workdir, f"{request_id}.out")
+        with open(payload_path, "wb") as fh:
+            pickle.dump(payload, fh)
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[int] = loop.create_future()
+        exited: asyncio.Future[int] = loop.create_future()
+        self._waiters[request_id] = (started, exited)
+        request = {
+            "id": request_id,
+            "kind": kind,
+            "payload_path": payload_path,
+            "result_path": result_path,
+            "log_path": log_path or os.path.join(self.workdir, f"{request_id}.log"),
+        }
+        assert process.stdin is not None
+        process.stdin.write((json.dumps(request) + "\n").encode())
+        try:
+            await process.stdin.drain()
+            pid = await started
+            try:
+                code = await _wait_heartbeating(exited)
+            except asyncio.CancelledError:
+                await _terminate(pid, exited)
+                raise
+            if not os.path.exists(result_path):
+                raise ChildFailed("ChildProcessError", f"task process exited with code {code} and no result")
+            with open(result_path, "rb") as fh:
+                ok, value = pickle.load(fh)
+        finally:
+            self._waiters.pop(request_id, None)
+            for path in (payload_path, result_path):
+                if os.path.exists(path):
+                    os.unlink(path)
+        if not ok:
+            raise ChildFailed(*value)
+        return value
+
+
+async def _wait_heartbeating(exited: asyncio.Future[int]) -> int:
+    interval = _heartbeat_interval()
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(exited), timeout=interval)
+        except TimeoutError:
+            activity.heartbeat()
+
+
+async def _terminate(pid: int, exited: asyncio.Future[int], grace: float = 10.0) -> None:
+    """SIGTERM (Airflow's runner calls the operator's ``on_kill``), SIGKILL after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), timeout=grace)
+            return
+        except (TimeoutError, ChildFailed):
+            continue
+
+
+def _heartbeat_interval() -> float | None:
+    if not activity.in_activity():
+        return None
+    timeout: timedelta | None = activity.info().heartbeat_timeout
+    if not timeout:
+        return None
+    return max(timeout.total_seconds() / 4, 0.2)
+
+
+_hosts: dict[int, TaskHost] = {}
+
+
+async def run_in_child(kind: str, payload: Any, log_path: str | None = None) -> Any:
+    """Run ``kind`` (``"task"`` or ``"dag"``) on ``payload`` in a fresh child; return its value."""
+    loop_id = id(asyncio.get_running_loop())
+    host = _hosts.get(loop_id)
+    if host is None:
+        host = _hosts[loop_id] = TaskHost()
+    return await host.run(kind, payload, log_path)

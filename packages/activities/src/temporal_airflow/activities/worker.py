@@ -1,0 +1,30 @@
+"""The activity worker: runs Airflow tasks (each try in its own process) and DAG-file parsing."""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from temporal_airflow.activities.task_activities import load_dag_file, run_airflow_task
+from temporal_airflow.workflows.worker import activity_task_queue
+
+ACTIVITIES = [load_dag_file, run_airflow_task]
+
+
+def max_concurrent_tasks() -> int:
+    """``TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS``, default: number of CPUs (each task is a process)."""
+    return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS", os.cpu_count() or 2))
+
+
+def create_activity_worker(
+    client: Client, task_queue: str | None = None, max_concurrent: int | None = None
+) -> Worker:
+    """A worker that never runs more task processes at once than ``max_concurrent``."""
+    return Worker(
+        client,
+        task_queue=task_queue or activity_task_queue(),
+        activities=ACTIVITIES,
+        max_concurrent_activities=max_concurrent or max_concurrent_tasks(),
+    )

@@ -1,0 +1,78 @@
+"""``ExecuteAirflowDagWorkflow``: one DAG run from a DAG file, with no Airflow services at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from temporal_airflow.models import (
+    DAG_IMPORT_ERROR,
+    DAG_NOT_FOUND_ERROR,
+    DEFAULT_ACTIVITY_TASK_QUEUE,
+    LOAD_DAG_FILE_ACTIVITY,
+    STANDALONE_WORKFLOW,
+    DagExecutionInput,
+    DagExecutionResult,
+    LoadDagFileInput,
+    LoadDagFileResult,
+    RunProgress,
+)
+from temporal_airflow.workflows.driver import DagRunDriver, DriverOptions
+from temporal_airflow.workflows.local_run import create_local_run
+
+
+@workflow.defn(name=STANDALONE_WORKFLOW, sandboxed=False)
+class ExecuteAirflowDagWorkflow:
+    """Parses the DAG on an activity worker, then schedules it with Airflow's own logic."""
+
+    def __init__(self) -> None:
+        self._driver: DagRunDriver | None = None
+        self._dag_id = ""
+
+    @workflow.run
+    async def run(self, input: DagExecutionInput) -> DagExecutionResult:
+        activity_queue = input.activity_task_queue or DEFAULT_ACTIVITY_TASK_QUEUE
+        try:
+            loaded = await workflow.execute_activity(
+                LOAD_DAG_FILE_ACTIVITY,
+                LoadDagFileInput(dag_path=input.dag_path, dag_id=input.dag_id),
+                result_type=LoadDagFileResult,
+                task_queue=activity_queue,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, non_retryable_error_types=[DAG_IMPORT_ERROR, DAG_NOT_FOUND_ERROR]
+                ),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
+            raise
+        self._dag_id = loaded.dag_id
+        local = create_local_run(
+            loaded.serialized_dag,
+            run_id=input.run_id,
+            logical_date=input.logical_date,
+            conf=input.conf,
+        )
+        self._driver = DagRunDriver(
+            local,
+            DriverOptions(
+                dag_path=loaded.fileloc,
+                activity_task_queue=activity_queue,
+                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
+                variables=input.variables,
+            ),
+        )
+        state = await self._driver.run()
+        return self._driver.result(state)
+
+    @workflow.query(name="progress")
+    def progress(self) -> RunProgress:
+        """Live per-task states of this run."""
+        if self._driver is None:
+            return RunProgress(dag_id=self._dag_id, run_id="", state="queued")
+        return self._driver.progress()

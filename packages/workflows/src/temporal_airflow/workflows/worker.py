@@ -1,0 +1,41 @@
+"""The workflow worker: hosts the DAG-run workflows (deterministic scheduling, no task code)."""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.client import Client
+from temporalio.envconfig import ClientConfig
+from temporalio.worker import Worker
+
+from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
+from temporal_airflow.workflows import clock
+from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
+
+WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow]
+
+
+def workflow_task_queue() -> str:
+    """``TEMPORAL_WORKFLOW_TASK_QUEUE`` or the default."""
+    return os.environ.get("TEMPORAL_WORKFLOW_TASK_QUEUE", DEFAULT_WORKFLOW_TASK_QUEUE)
+
+
+def activity_task_queue() -> str:
+    """``TEMPORAL_ACTIVITY_TASK_QUEUE`` or the default."""
+    return os.environ.get("TEMPORAL_ACTIVITY_TASK_QUEUE", DEFAULT_ACTIVITY_TASK_QUEUE)
+
+
+async def connect_client(address: str | None = None) -> Client:
+    """Connect with the SDK's envconfig: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
+    ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` (and ``TEMPORAL_PROFILE`` / config file)."""
+    config = ClientConfig.load_client_connect_config()
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**config)
+
+
+def create_workflow_worker(client: Client, task_queue: str | None = None) -> Worker:
+    """A worker for the DAG-run workflows; installs the workflow-time seam in Airflow first."""
+    clock.install()
+    return Worker(client, task_queue=task_queue or workflow_task_queue(), workflows=WORKFLOWS)
