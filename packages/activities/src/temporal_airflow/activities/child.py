@@ -37,12 +37,16 @@ class TaskHost:
     async def _ensure_started(self) -> asyncio.subprocess.Process:
         async with self._lock:
             if self._process is None or self._process.returncode is not None:
+                env = dict(os.environ)
+                if "TEMPORAL_AIRFLOW_TASK_LOG_LEVEL" in env:
+                    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = env["TEMPORAL_AIRFLOW_TASK_LOG_LEVEL"]
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
                     "temporal_airflow.activities.task_host",
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    env=env,
                 )
                 self._reader = asyncio.create_task(self._read_replies(self._process))
             return self._process

@@ -176,6 +176,8 @@ class DagRunDriver:
                     self.xcoms[key] = result.xcoms
                 if result.error:
                     self.errors[key] = result.error
+                else:
+                    self.errors.pop(key, None)
                 await self._notify(
                     key,
                     result.state,
