@@ -15,6 +15,12 @@ from pathlib import Path
 # Airflow reads AIRFLOW_HOME at import time: set it before anything imports Airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="temporal-airflow-test-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# A connection the activity worker knows from its environment (never from workflow input).
+SERVICE_PASSWORD = "s3cr3t-pa55word-never-in-history"
+os.environ["AIRFLOW_CONN_TEST_SERVICE"] = (
+    '{"conn_type": "http", "host": "svc.internal", "port": 8443, "login": "robot", '
+    f'"password": "{SERVICE_PASSWORD}"}}'
+)
 
 import pytest
 import pytest_asyncio
