@@ -34,7 +34,7 @@ class TaskHost:
         self._lock = asyncio.Lock()
         self.workdir = tempfile.mkdtemp(prefix="temporal-airflow-tasks-")
 
-    async def _ensure_started(self) -> asyncio.subprocess.Process:
+    async def ensure_started(self) -> asyncio.subprocess.Process:
         async with self._lock:
             if self._process is None or self._process.returncode is not None:
                 env = dict(os.environ)
@@ -68,7 +68,7 @@ class TaskHost:
                     future.set_exception(ChildFailed("ChildProcessError", "task host exited"))
 
     async def run(self, kind: str, payload: Any, log_path: str | None) -> Any:
-        process = await self._ensure_started()
+        process = await self.ensure_started()
         request_id = uuid.uuid4().hex
         payload_path = os.path.join(self.workdir, f"{request_id}.in")
         result_path = os.path.join(self.workdir, f"{request_id}.out")
@@ -87,11 +87,12 @@ class TaskHost:
         }
         assert process.stdin is not None
         process.stdin.write((json.dumps(request) + "\n").encode())
+        heartbeat = asyncio.create_task(_heartbeat_until_cancelled())
         try:
             await process.stdin.drain()
             pid = await started
             try:
-                code = await _wait_heartbeating(exited)
+                code = await exited
             except asyncio.CancelledError:
                 await _terminate(pid, exited)
                 raise
@@ -100,6 +101,7 @@ class TaskHost:
             with open(result_path, "rb") as fh:
                 ok, value = pickle.load(fh)
         finally:
+            heartbeat.cancel()
             self._waiters.pop(request_id, None)
             for path in (payload_path, result_path):
                 if os.path.exists(path):
@@ -109,13 +111,14 @@ class TaskHost:
         return value
 
 
-async def _wait_heartbeating(exited: asyncio.Future[int]) -> int:
+async def _heartbeat_until_cancelled() -> None:
+    """Heartbeat for as long as the try runs, from the moment it was requested."""
     interval = _heartbeat_interval()
+    if interval is None:
+        return
     while True:
-        try:
-            return await asyncio.wait_for(asyncio.shield(exited), timeout=interval)
-        except TimeoutError:
-            activity.heartbeat()
+        activity.heartbeat()
+        await asyncio.sleep(interval)
 
 
 async def _terminate(pid: int, exited: asyncio.Future[int], grace: float = 10.0) -> None:
@@ -144,10 +147,20 @@ def _heartbeat_interval() -> float | None:
 _hosts: dict[int, TaskHost] = {}
 
 
-async def run_in_child(kind: str, payload: Any, log_path: str | None = None) -> Any:
-    """Run ``kind`` (``"task"`` or ``"dag"``) on ``payload`` in a fresh child; return its value."""
+def task_host() -> TaskHost:
+    """The task host of the running event loop."""
     loop_id = id(asyncio.get_running_loop())
     host = _hosts.get(loop_id)
     if host is None:
         host = _hosts[loop_id] = TaskHost()
-    return await host.run(kind, payload, log_path)
+    return host
+
+
+async def warm_up() -> None:
+    """Start the task host now, so the first task does not wait for Airflow to import."""
+    await task_host().ensure_started()
+
+
+async def run_in_child(kind: str, payload: Any, log_path: str | None = None) -> Any:
+    """Run ``kind`` (``"task"`` or ``"dag"``) on ``payload`` in a fresh child; return its value."""
+    return await task_host().run(kind, payload, log_path)

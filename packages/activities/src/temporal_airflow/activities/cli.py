@@ -112,6 +112,9 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
         client = await _connect(connect_client, address)
         workers = []
         if server is not None or args.local_workers:
+            from temporal_airflow.activities.child import warm_up
+
+            await warm_up()
             workers = [create_workflow_worker(client), create_activity_worker(client)]
         for worker in workers:
             asyncio.ensure_future(worker.run())
@@ -211,11 +214,14 @@ async def _serve_workers(args: argparse.Namespace) -> None:
     from temporal_airflow.activities.worker import create_activity_worker
     from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
 
+    from temporal_airflow.activities.child import warm_up
+
     client = await connect_client(args.address)
     workers = []
     if args.kind in ("workflows", "all"):
         workers.append(create_workflow_worker(client))
     if args.kind in ("activities", "all"):
+        await warm_up()
         workers.append(create_activity_worker(client))
     print(f"temporal-airflow {args.kind} worker(s) polling {client.service_client.config.target_host}", flush=True)
     await asyncio.gather(*(w.run() for w in workers))

@@ -36,6 +36,18 @@ def _child(request: dict[str, Any]) -> int:
     return 0
 
 
+def _die_with_parent(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, sig)
+    except OSError:
+        pass
+
+
 def _reply(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -46,11 +58,14 @@ def serve() -> None:
     import temporal_airflow.activities.task_process  # noqa: F401  (warm the imports)
     from temporal_airflow.activities.task_process import preload
 
+    _die_with_parent(signal.SIGTERM)
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
     preload()
     children: dict[int, str] = {}
     stdin = sys.stdin.fileno()
     buffer = b""
-    while True:
+    while not stop:
         readable, _, _ = select.select([stdin], [], [], 0.02)
         if readable:
             chunk = os.read(stdin, 65536)
@@ -64,6 +79,7 @@ def serve() -> None:
                 if pid == 0:
                     os.setpgid(0, 0)
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    _die_with_parent(signal.SIGKILL)
                     code = 1
                     try:
                         code = _child(request)
