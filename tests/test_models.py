@@ -11,11 +11,20 @@ from temporalio.converter import DataConverter
 
 import temporal_airflow.models as models
 
-NOW = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
-ENTRY = models.XComEntry(task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3)
+NOW = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.UTC)
+ENTRY = models.XComEntry(
+    task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3
+)
 RUN = models.RunContext(
-    dag_id="d", run_id="r", run_type="manual", run_after=NOW, start_date=NOW, logical_date=NOW,
-    data_interval_start=NOW, data_interval_end=NOW, conf={"k": [1, "two"]},
+    dag_id="d",
+    run_id="r",
+    run_type="manual",
+    run_after=NOW,
+    start_date=NOW,
+    logical_date=NOW,
+    data_interval_start=NOW,
+    data_interval_end=NOW,
+    conf={"k": [1, "two"]},
 )
 SUMMARY = models.TaskSummary(
     task_id="t", state="success", try_number=2, start_date=NOW, end_date=NOW, xcoms=[ENTRY], error="E"
@@ -28,31 +37,62 @@ SAMPLES: dict[type, object] = {
         dag_path="/dags/x.py", dag_id="x", run_id="r", logical_date=NOW, conf={"a": 1}, variables={"v": "1"}
     ),
     models.LoadDagFileInput: models.LoadDagFileInput(dag_path="/dags/x.py", dag_id="x"),
-    models.LoadDagFileResult: models.LoadDagFileResult(dag_id="x", fileloc="/dags/x.py", serialized_dag={"dag": {}}),
+    models.LoadDagFileResult: models.LoadDagFileResult(
+        dag_id="x", fileloc="/dags/x.py", serialized_dag={"dag": {}}
+    ),
     models.ActivityTaskInput: models.ActivityTaskInput(
-        dag_path="/d.py", task_id="t", try_number=1, max_tries=2, run=RUN, map_index=0, upstream_xcoms=[ENTRY],
-        variables={"v": "1"}, deep_integration=True,
+        dag_path="/d.py",
+        task_id="t",
+        try_number=1,
+        max_tries=2,
+        run=RUN,
+        map_index=0,
+        upstream_xcoms=[ENTRY],
+        variables={"v": "1"},
+        deep_integration=True,
     ),
     models.TaskExecutionResult: models.TaskExecutionResult(
-        task_id="t", state="up_for_retry", try_number=1, start_date=NOW, end_date=NOW, xcoms=[ENTRY],
-        skipped_task_ids=["a"], retry_delay_seconds=1.5, error="E", traceback="tb", hostname="h",
+        task_id="t",
+        state="up_for_retry",
+        try_number=1,
+        start_date=NOW,
+        end_date=NOW,
+        xcoms=[ENTRY],
+        skipped_task_ids=["a"],
+        retry_delay_seconds=1.5,
+        error="E",
+        traceback="tb",
+        hostname="h",
     ),
     models.TaskSummary: SUMMARY,
     models.DagExecutionResult: models.DagExecutionResult(
         dag_id="d", run_id="r", state="success", tasks=[SUMMARY], start_date=NOW, end_date=NOW
     ),
     models.RunProgress: models.RunProgress(dag_id="d", run_id="r", state="running", tasks=[SUMMARY]),
-    models.DeepDagExecutionInput: models.DeepDagExecutionInput(dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}),
+    models.DeepDagExecutionInput: models.DeepDagExecutionInput(
+        dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}
+    ),
     models.LoadSerializedDagInput: models.LoadSerializedDagInput(dag_id="d"),
     models.LoadSerializedDagResult: models.LoadSerializedDagResult(
         dag_id="d", fileloc="/f.py", serialized_dag={"a": 1}, dag_version_id="v"
     ),
-    models.CreateDagRunInput: models.CreateDagRunInput(dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}),
-    models.CreateDagRunResult: models.CreateDagRunResult(run_id="r", dag_run_id=3, created=True, run_context=RUN),
+    models.CreateDagRunInput: models.CreateDagRunInput(
+        dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}
+    ),
+    models.CreateDagRunResult: models.CreateDagRunResult(
+        run_id="r", dag_run_id=3, created=True, run_context=RUN
+    ),
     models.EnsureTaskInstancesInput: models.EnsureTaskInstancesInput(dag_id="d", run_id="r"),
     models.TaskStatusSync: models.TaskStatusSync(
-        dag_id="d", run_id="r", task_id="t", state="running", try_number=1, start_date=NOW, end_date=NOW,
-        hostname="h", xcoms=[ENTRY],
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        state="running",
+        try_number=1,
+        start_date=NOW,
+        end_date=NOW,
+        hostname="h",
+        xcoms=[ENTRY],
     ),
     models.DagRunStatusSync: models.DagRunStatusSync(dag_id="d", run_id="r", state="success", end_date=NOW),
 }

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from conftest import EXAMPLES, DagRunner, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -26,16 +27,33 @@ EXPECTED: dict[str, dict[str, object]] = {
             "skip_me": "skipped",
             "after_failure": "upstream_failed",
             "after_skip": "skipped",
-            **{f"rule_{rule}": "success" for rule in (
-                "all_success", "all_failed", "all_done", "all_done_min_one_success", "all_skipped",
-                "one_success", "one_failed", "one_done", "none_failed", "none_failed_min_one_success",
-                "none_skipped", "always",
-            )},
+            **{
+                f"rule_{rule}": "success"
+                for rule in (
+                    "all_success",
+                    "all_failed",
+                    "all_done",
+                    "all_done_min_one_success",
+                    "all_skipped",
+                    "one_success",
+                    "one_failed",
+                    "one_done",
+                    "none_failed",
+                    "none_failed_min_one_success",
+                    "none_skipped",
+                    "always",
+                )
+            },
         },
     },
     "branching": {
         "state": "success",
-        "tasks": {"fast_path": "success", "slow_path": "skipped", "join": "success", "after_closed": "skipped"},
+        "tasks": {
+            "fast_path": "success",
+            "slow_path": "skipped",
+            "join": "success",
+            "after_closed": "skipped",
+        },
     },
     "flaky_retry": {"state": "success", "tasks": {"flaky": "success", "report": "success"}},
     "bash_templating": {"state": "success", "tasks": {"greet": "success", "count_words": "success"}},
@@ -47,8 +65,12 @@ def reference_home() -> str:
     """An AIRFLOW_HOME with a migrated SQLite metadata DB, for Airflow's own dag.test()."""
     home = tempfile.mkdtemp(prefix="airflow-reference-")
     env = _reference_env(home)
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return home
 
 
@@ -70,17 +92,19 @@ def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
     proc = subprocess.run(args, env=_reference_env(home), capture_output=True, text=True, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"dag.test() gave no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))
-async def test_example_matches_airflow_dag_test(example: str, dag_runner: DagRunner, reference_home: str) -> None:
+async def test_example_matches_airflow_dag_test(
+    example: str, dag_runner: DagRunner, reference_home: str
+) -> None:
     dag_file = EXAMPLES / f"{example}.py"
     result = await dag_runner.run(dag_file, conf=CONF.get(example, {}))
     ours = states(result)
     expected = EXPECTED[example]
     assert result.state == expected["state"]
-    for task_id, state in expected["tasks"].items():  # type: ignore[union-attr]
+    for task_id, state in expected["tasks"].items():  # type: ignore[attr-defined]
         assert ours[task_id] == state, task_id
 
     reference = airflow_dag_test(reference_home, dag_file, CONF.get(example))

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import SERVICE_PASSWORD, TEST_DAGS, DagRunner, states
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from conftest import SERVICE_PASSWORD, TEST_DAGS, DagRunner, states
 from temporal_airflow.models import DAG_IMPORT_ERROR, DAG_NOT_FOUND_ERROR, INVALID_CONF_ERROR
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -70,7 +70,10 @@ async def test_oversized_xcom_fails_the_task_without_retrying(dag_runner: DagRun
 
 async def test_variables_from_input_do_not_leak_between_concurrent_runs(dag_runner: DagRunner) -> None:
     runs = await asyncio.gather(
-        *(dag_runner.run(TEST_DAGS / "secrets_and_vars.py", variables={"greeting": f"hi-{i}"}) for i in range(3))
+        *(
+            dag_runner.run(TEST_DAGS / "secrets_and_vars.py", variables={"greeting": f"hi-{i}"})
+            for i in range(3)
+        )
     )
     for i, result in enumerate(runs):
         values = {t.task_id: json.loads(t.xcoms[0].value_json) for t in result.tasks}
@@ -91,7 +94,8 @@ async def test_max_active_tasks_is_honoured(dag_runner: DagRunner) -> None:
     result = await dag_runner.run(TEST_DAGS / "slow_tasks.py", conf={"marker": marker, "seconds": 1.5})
     assert result.state == "success"
     events = sorted(
-        (float(ts), kind) for kind, _name, _pid, ts in (line.split() for line in Path(marker).read_text().splitlines())
+        (float(ts), kind)
+        for kind, _name, _pid, ts in (line.split() for line in Path(marker).read_text().splitlines())
     )
     running = peak = 0
     for _, kind in events:
@@ -121,9 +125,11 @@ async def test_execution_timeout_fails_the_task(dag_runner: DagRunner) -> None:
 async def test_dynamic_task_mapping_expands_and_collects(dag_runner: DagRunner) -> None:
     result = await dag_runner.run(TEST_DAGS / "mapped.py")
     assert states(result) == {
-        "numbers": "success", "double[0]": "success", "double[1]": "success", "double[2]": "success",
+        "numbers": "success",
+        "double[0]": "success",
+        "double[1]": "success",
+        "double[2]": "success",
         "total": "success",
     }
     total = next(t for t in result.tasks if t.task_id == "total")
     assert json.loads(total.xcoms[0].value_json) == 12
-

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_DAGS, DagRunner, Queues
 from temporalio.client import Client
 
+from conftest import TEST_DAGS, DagRunner, Queues
 from temporal_airflow.activities.dev_server import DevServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

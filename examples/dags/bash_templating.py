@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import dag
 
@@ -18,7 +17,7 @@ from airflow.sdk import dag
 def example_bash_templating():
     greet = BashOperator(
         task_id="greet",
-        bash_command='echo "{{ params.greeting }} {{ dag_run.conf.get(\'name\', \'world\') }} on {{ ds }}"',
+        bash_command="echo \"{{ params.greeting }} {{ dag_run.conf.get('name', 'world') }} on {{ ds }}\"",
     )
     count = BashOperator(
         task_id="count_words",

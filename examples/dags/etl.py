@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.sdk import dag, task, task_group
 
 
@@ -15,7 +14,11 @@ def example_etl():
 
     @task
     def extract() -> list[dict]:
-        return [{"city": "Oslo", "temp_c": 4.5}, {"city": "Lima", "temp_c": 19.0}, {"city": "Pune", "temp_c": 31.5}]
+        return [
+            {"city": "Oslo", "temp_c": 4.5},
+            {"city": "Lima", "temp_c": 19.0},
+            {"city": "Pune", "temp_c": 31.5},
+        ]
 
     @task_group
     def transform(rows):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pendulum
-
-from airflow.sdk import dag, task
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 # rule -> which of the upstream outcomes ("ok", "boom", "skip_me") feed it

@@ -1,2 +1,1 @@
-from airflow.sdk import dag
 import this_module_does_not_exist  # noqa: F401

@@ -6,7 +6,6 @@ import os
 import time
 
 import pendulum
-
 from airflow.sdk import dag, task
 
 

@@ -4,7 +4,6 @@ import time
 from datetime import timedelta
 
 import pendulum
-
 from airflow.sdk import dag, task
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pendulum
-
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 

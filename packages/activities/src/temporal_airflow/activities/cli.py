@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 
 def _quiet_airflow_logs() -> None:
     # Scheduler chatter from the in-process workflow worker would drown the progress view; the task
     # logs (in their own files) keep their level through TEMPORAL_AIRFLOW_TASK_LOG_LEVEL.
-    os.environ.setdefault("TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"))
+    os.environ.setdefault(
+        "TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+    )
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
 
@@ -44,9 +47,7 @@ def _parse_date(text: str | None) -> datetime | None:
     except ValueError as err:
         raise SystemExit(f"--logical-date is not an ISO-8601 date: {err}") from None
     if value.tzinfo is None:
-        from datetime import timezone
-
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value
 
 
@@ -89,7 +90,12 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
 
     from temporal_airflow.activities.dev_server import DevServer, environ_address, free_port
     from temporal_airflow.activities.worker import create_activity_worker
-    from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult, RunProgress
+    from temporal_airflow.models import (
+        STANDALONE_WORKFLOW,
+        DagExecutionInput,
+        DagExecutionResult,
+        RunProgress,
+    )
     from temporal_airflow.workflows.worker import (
         activity_task_queue,
         connect_client,
@@ -116,8 +122,7 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
 
             await warm_up()
             workers = [create_workflow_worker(client), create_activity_worker(client)]
-        for worker in workers:
-            asyncio.ensure_future(worker.run())
+        running_workers = [asyncio.ensure_future(worker.run()) for worker in workers]
         workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
         handle = await client.start_workflow(
             STANDALONE_WORKFLOW,
@@ -141,7 +146,7 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
             try:
                 progress = await handle.query("progress", result_type=RunProgress)
                 printer.update(progress.tasks)
-            except Exception:  # noqa: BLE001 - progress is best effort
+            except Exception:
                 pass
             await asyncio.wait([result_task], timeout=0.5)
         try:
@@ -158,6 +163,7 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
         _report(result, workflow_id, link, args.output, out)
         for worker in workers:
             await worker.shutdown()
+        await asyncio.gather(*running_workers, return_exceptions=True)
         return 0 if result.state == "success" else 1
     finally:
         if server is not None:
@@ -211,10 +217,9 @@ def _report(result: Any, workflow_id: str, link: str | None, output: str, out: T
 
 
 async def _serve_workers(args: argparse.Namespace) -> None:
+    from temporal_airflow.activities.child import warm_up
     from temporal_airflow.activities.worker import create_activity_worker
     from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
-
-    from temporal_airflow.activities.child import warm_up
 
     client = await connect_client(args.address)
     workers = []
@@ -223,7 +228,10 @@ async def _serve_workers(args: argparse.Namespace) -> None:
     if args.kind in ("activities", "all"):
         await warm_up()
         workers.append(create_activity_worker(client))
-    print(f"temporal-airflow {args.kind} worker(s) polling {client.service_client.config.target_host}", flush=True)
+    print(
+        f"temporal-airflow {args.kind} worker(s) polling {client.service_client.config.target_host}",
+        flush=True,
+    )
     await asyncio.gather(*(w.run() for w in workers))
 
 
@@ -252,10 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_airflow_logs()
     if args.command == "worker":
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_workers(args))
-        except KeyboardInterrupt:
-            pass
         return 0
     out = sys.stdout
     info: TextIO = sys.stdout

@@ -14,6 +14,7 @@ the host terminates its children and exits, so a crashed worker never leaves tas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -28,7 +29,7 @@ def _child(request: dict[str, Any]) -> int:
 
     with open(request["payload_path"], "rb") as fh:
         payload = pickle.load(fh)
-    outcome = child_main(request["kind"], payload, request.get("log_path"))
+    outcome = child_main(request["kind"], payload, request["log_path"])
     tmp = request["result_path"] + ".tmp"
     with open(tmp, "wb") as fh:
         pickle.dump(outcome, fh)
@@ -89,10 +90,8 @@ def serve() -> None:
                 _reply({"id": request["id"], "pid": pid})
         _reap(children)
     for pid in children:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def _reap(children: dict[int, str]) -> None:

@@ -12,7 +12,7 @@ import os
 import socket
 import traceback
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from temporal_airflow.models import (
@@ -75,7 +75,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
 
     from temporal_airflow.activities.execution_api import StandaloneExecutionAPI
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     hostname = socket.getfqdn()
 
     def failed(error: str, tb: str | None = None) -> TaskExecutionResult:
@@ -85,7 +85,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
             try_number=task.try_number,
             state="failed",
             start_date=started,
-            end_date=datetime.now(timezone.utc),
+            end_date=datetime.now(UTC),
             error=error,
             traceback=tb,
             hostname=hostname,
@@ -100,9 +100,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         return failed(f"{type(err).__name__}: {err}", traceback.format_exc())
 
     api = StandaloneExecutionAPI(task)
-    client = InProcessTestSupervisor._Client(
-        base_url=None, dry_run=True, token="", transport=api.transport()
-    )
+    client = InProcessTestSupervisor._Client(base_url=None, dry_run=True, token="", transport=api.transport())
     sdk_ti = SdkTaskInstance(
         id=uuid.uuid4(),
         task_id=task.task_id,
@@ -121,7 +119,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         try_number=task.try_number,
         state=state,
         start_date=outcome.ti.start_date or started,
-        end_date=datetime.now(timezone.utc),
+        end_date=datetime.now(UTC),
         xcoms=list(api.outcome.pushed_xcoms.values()),
         skipped_task_ids=sorted(set(api.outcome.skipped_task_ids)),
         retry_delay_seconds=api.outcome.retry_delay_seconds,
@@ -135,9 +133,9 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
 
 def preload() -> None:
     """Import what every child needs, once, in the task host."""
-    import airflow.dag_processing.dagbag  # noqa: F401
-    import airflow.sdk.execution_time.supervisor  # noqa: F401
-    import airflow.sdk.execution_time.task_runner  # noqa: F401
+    import airflow.dag_processing.dagbag
+    import airflow.sdk.execution_time.supervisor
+    import airflow.sdk.execution_time.task_runner
     import airflow.serialization.serialized_objects  # noqa: F401
     import httpx  # noqa: F401
 

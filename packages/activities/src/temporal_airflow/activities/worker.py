@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -10,7 +12,7 @@ from temporalio.worker import Worker
 from temporal_airflow.activities.task_activities import load_dag_file, run_airflow_task
 from temporal_airflow.workflows.worker import activity_task_queue
 
-ACTIVITIES = [load_dag_file, run_airflow_task]
+ACTIVITIES: list[Callable[..., Any]] = [load_dag_file, run_airflow_task]
 
 
 def max_concurrent_tasks() -> int:

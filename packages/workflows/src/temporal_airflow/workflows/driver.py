@@ -9,6 +9,7 @@ Airflow's ``next_retry_datetime``; Airflow's runner decides between ``failed`` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -118,10 +119,8 @@ class DagRunDriver:
         timeout = None
         if retry_at is not None:
             timeout = max((retry_at - workflow.now()).total_seconds(), 0.0) + 0.001
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: bool(self._finished), timeout=timeout)
-        except TimeoutError:
-            pass
 
     async def _start(self, ready: ReadyTask) -> None:
         key = ready.key
@@ -145,8 +144,12 @@ class DagRunDriver:
         if self.options.deep_integration:
             return []  # tasks pull XComs from Airflow's DB
         ancestors = set(self.local.ancestors(task_id))
-        return [entry for key, entries in sorted(self.xcoms.items()) if key.task_id in ancestors
-                for entry in entries]
+        return [
+            entry
+            for key, entries in sorted(self.xcoms.items())
+            if key.task_id in ancestors
+            for entry in entries
+        ]
 
     async def _execute(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
         execution_timeout = self.local.task_attribute(key.task_id, "execution_timeout")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pendulum
 from airflow.exceptions import ParamValidationError
 from airflow.models import import_all_models
 from airflow.models.base import Base
@@ -35,7 +36,13 @@ from sqlalchemy.pool import StaticPool
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from temporal_airflow.models import INVALID_CONF_ERROR, RunContext, TaskExecutionResult, TaskSummary, XComEntry
+from temporal_airflow.models import (
+    INVALID_CONF_ERROR,
+    RunContext,
+    TaskExecutionResult,
+    TaskSummary,
+    XComEntry,
+)
 
 _BUNDLE = "temporal-airflow"
 _FINISHED = frozenset(
@@ -98,7 +105,9 @@ class LocalDagRun:
         DagVersion.write_dag(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, session=session)
         data_interval = None
         if logical_date is not None:
-            data_interval = self.dag.timetable.infer_manual_data_interval(run_after=logical_date)
+            data_interval = self.dag.timetable.infer_manual_data_interval(
+                run_after=pendulum.instance(logical_date)
+            )
         self.dag_run: DagRun = self.dag.create_dagrun(
             run_id=run_id,
             logical_date=logical_date,
@@ -136,7 +145,7 @@ class LocalDagRun:
             run_id=dr.run_id,
             run_type=str(dr.run_type),
             run_after=dr.run_after,
-            start_date=dr.start_date,
+            start_date=dr.start_date or dr.run_after,
             logical_date=dr.logical_date,
             data_interval_start=dr.data_interval_start,
             data_interval_end=dr.data_interval_end,
@@ -162,9 +171,14 @@ class LocalDagRun:
         return sorted(tis, key=lambda ti: (ti.task_id, ti.map_index))
 
     def _ti(self, key: TaskKey) -> TaskInstance:
-        return self.dag_run.get_task_instance(key.task_id, map_index=key.map_index, session=self._session)
+        ti = self.dag_run.get_task_instance(key.task_id, map_index=key.map_index, session=self._session)
+        if ti is None:
+            raise KeyError(f"task instance {key} not in run {self.dag_run.run_id}")
+        return ti
 
-    def summaries(self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]) -> list[TaskSummary]:
+    def summaries(
+        self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]
+    ) -> list[TaskSummary]:
         return [
             TaskSummary(
                 task_id=ti.task_id,
@@ -244,9 +258,7 @@ class LocalDagRun:
         """A try whose worker kept failing: fail it, or put it up for retry as Airflow would."""
         ti = self._ti(key)
         ti.end_date = when
-        ti.state = (
-            TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
-        )
+        ti.state = TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
         self._session.commit()
         return str(ti.state)
 
@@ -258,9 +270,7 @@ class LocalDagRun:
 
     def next_retry_at(self) -> datetime | None:
         """Earliest moment a task waiting in ``up_for_retry`` may run again (Airflow's own delay)."""
-        times = [
-            ti.next_retry_datetime() for ti in self._tis() if ti.state == TaskInstanceState.UP_FOR_RETRY
-        ]
+        times = [ti.next_retry_datetime() for ti in self._tis() if ti.state == TaskInstanceState.UP_FOR_RETRY]
         return min(times) if times else None
 
     def fail_unfinished(self, when: datetime) -> None:
@@ -278,7 +288,6 @@ class LocalDagRun:
     def dispose(self) -> None:
         self._session.close()
         self._engine.dispose()
-
 
 
 def create_local_run(
