@@ -81,9 +81,7 @@ async def temporal_run(dag_file: Path) -> dict[str, float | str]:
                 wall = time.monotonic() - started
                 if measured:
                     in_task = sum(
-                        (t.end_date - t.start_date).total_seconds()
-                        for t in result.tasks
-                        if t.start_date and t.end_date
+                        (t.end_date - t.start_date).total_seconds() for t in result.tasks if t.start_date and t.end_date
                     )
                     return {"wall": wall, "in_task": in_task, "state": result.state}
     raise AssertionError("unreachable")
@@ -104,9 +102,7 @@ def airflow_dag_test(dag_file: Path) -> dict[str, float | str]:
         check=True,
         capture_output=True,
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", REFERENCE, str(dag_file)], env=env, capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-c", REFERENCE, str(dag_file)], env=env, capture_output=True, text=True)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
 
@@ -129,9 +125,7 @@ def main() -> None:
     print(f"{'engine':<42}{'state':>9}{'wall s':>10}{'in-task s':>11}{'overhead/task ms':>18}")
     for name, row in rows.items():
         overhead = (float(row["wall"]) - float(row["in_task"])) / args.tasks * 1000
-        print(
-            f"{name:<42}{row['state']:>9}{float(row['wall']):>10.2f}{float(row['in_task']):>11.2f}{overhead:>18.1f}"
-        )
+        print(f"{name:<42}{row['state']:>9}{float(row['wall']):>10.2f}{float(row['in_task']):>11.2f}{overhead:>18.1f}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # A connection the activity worker knows from its environment (never from workflow input).
 SERVICE_PASSWORD = "s3cr3t-pa55word-never-in-history"
 os.environ["AIRFLOW_CONN_TEST_SERVICE"] = (
-    '{"conn_type": "http", "host": "svc.internal", "port": 8443, "login": "robot", '
-    f'"password": "{SERVICE_PASSWORD}"}}'
+    f'{{"conn_type": "http", "host": "svc.internal", "port": 8443, "login": "robot", "password": "{SERVICE_PASSWORD}"}}'
 )
 
 import pytest

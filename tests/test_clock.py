@@ -53,9 +53,7 @@ async def test_concurrent_workflows_each_see_their_own_time(client: Client) -> N
     async with Worker(client, task_queue=queue, workflows=[AirflowNowProbe]):
         results = await asyncio.gather(
             *(
-                client.execute_workflow(
-                    AirflowNowProbe.run, 0.2 * i, id=f"clock-{uuid.uuid4()}", task_queue=queue
-                )
+                client.execute_workflow(AirflowNowProbe.run, 0.2 * i, id=f"clock-{uuid.uuid4()}", task_queue=queue)
                 for i in range(1, 6)
             )
         )

@@ -12,9 +12,7 @@ from temporalio.converter import DataConverter
 import temporal_airflow.models as models
 
 NOW = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.UTC)
-ENTRY = models.XComEntry(
-    task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3
-)
+ENTRY = models.XComEntry(task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3)
 RUN = models.RunContext(
     dag_id="d",
     run_id="r",
@@ -37,9 +35,7 @@ SAMPLES: dict[type, object] = {
         dag_path="/dags/x.py", dag_id="x", run_id="r", logical_date=NOW, conf={"a": 1}, variables={"v": "1"}
     ),
     models.LoadDagFileInput: models.LoadDagFileInput(dag_path="/dags/x.py", dag_id="x"),
-    models.LoadDagFileResult: models.LoadDagFileResult(
-        dag_id="x", fileloc="/dags/x.py", serialized_dag={"dag": {}}
-    ),
+    models.LoadDagFileResult: models.LoadDagFileResult(dag_id="x", fileloc="/dags/x.py", serialized_dag={"dag": {}}),
     models.ActivityTaskInput: models.ActivityTaskInput(
         dag_path="/d.py",
         task_id="t",
@@ -69,19 +65,13 @@ SAMPLES: dict[type, object] = {
         dag_id="d", run_id="r", state="success", tasks=[SUMMARY], start_date=NOW, end_date=NOW
     ),
     models.RunProgress: models.RunProgress(dag_id="d", run_id="r", state="running", tasks=[SUMMARY]),
-    models.DeepDagExecutionInput: models.DeepDagExecutionInput(
-        dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}
-    ),
+    models.DeepDagExecutionInput: models.DeepDagExecutionInput(dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}),
     models.LoadSerializedDagInput: models.LoadSerializedDagInput(dag_id="d"),
     models.LoadSerializedDagResult: models.LoadSerializedDagResult(
         dag_id="d", fileloc="/f.py", serialized_dag={"a": 1}, dag_version_id="v"
     ),
-    models.CreateDagRunInput: models.CreateDagRunInput(
-        dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}
-    ),
-    models.CreateDagRunResult: models.CreateDagRunResult(
-        run_id="r", dag_run_id=3, created=True, run_context=RUN
-    ),
+    models.CreateDagRunInput: models.CreateDagRunInput(dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}),
+    models.CreateDagRunResult: models.CreateDagRunResult(run_id="r", dag_run_id=3, created=True, run_context=RUN),
     models.EnsureTaskInstancesInput: models.EnsureTaskInstancesInput(dag_id="d", run_id="r"),
     models.TaskStatusSync: models.TaskStatusSync(
         dag_id="d",
@@ -94,14 +84,15 @@ SAMPLES: dict[type, object] = {
         hostname="h",
         xcoms=[ENTRY],
     ),
+    models.TaskStatusSyncBatch: models.TaskStatusSyncBatch(
+        updates=[models.TaskStatusSync(dag_id="d", run_id="r", task_id="t", state="success", try_number=1)]
+    ),
     models.DagRunStatusSync: models.DagRunStatusSync(dag_id="d", run_id="r", state="success", end_date=NOW),
 }
 
 
 def test_every_model_has_a_sample() -> None:
-    declared = {
-        obj for obj in vars(models).values() if isinstance(obj, type) and dataclasses.is_dataclass(obj)
-    }
+    declared = {obj for obj in vars(models).values() if isinstance(obj, type) and dataclasses.is_dataclass(obj)}
     assert declared == set(SAMPLES)
 
 

@@ -96,9 +96,7 @@ def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))
-async def test_example_matches_airflow_dag_test(
-    example: str, dag_runner: DagRunner, reference_home: str
-) -> None:
+async def test_example_matches_airflow_dag_test(example: str, dag_runner: DagRunner, reference_home: str) -> None:
     dag_file = EXAMPLES / f"{example}.py"
     result = await dag_runner.run(dag_file, conf=CONF.get(example, {}))
     ours = states(result)

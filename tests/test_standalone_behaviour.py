@@ -70,10 +70,7 @@ async def test_oversized_xcom_fails_the_task_without_retrying(dag_runner: DagRun
 
 async def test_variables_from_input_do_not_leak_between_concurrent_runs(dag_runner: DagRunner) -> None:
     runs = await asyncio.gather(
-        *(
-            dag_runner.run(TEST_DAGS / "secrets_and_vars.py", variables={"greeting": f"hi-{i}"})
-            for i in range(3)
-        )
+        *(dag_runner.run(TEST_DAGS / "secrets_and_vars.py", variables={"greeting": f"hi-{i}"}) for i in range(3))
     )
     for i, result in enumerate(runs):
         values = {t.task_id: json.loads(t.xcoms[0].value_json) for t in result.tasks}
@@ -94,8 +91,7 @@ async def test_max_active_tasks_is_honoured(dag_runner: DagRunner) -> None:
     result = await dag_runner.run(TEST_DAGS / "slow_tasks.py", conf={"marker": marker, "seconds": 1.5})
     assert result.state == "success"
     events = sorted(
-        (float(ts), kind)
-        for kind, _name, _pid, ts in (line.split() for line in Path(marker).read_text().splitlines())
+        (float(ts), kind) for kind, _name, _pid, ts in (line.split() for line in Path(marker).read_text().splitlines())
     )
     running = peak = 0
     for _, kind in events:

@@ -21,9 +21,7 @@ from typing import Any, TextIO
 def _quiet_airflow_logs() -> None:
     # Scheduler chatter from the in-process workflow worker would drown the progress view; the task
     # logs (in their own files) keep their level through TEMPORAL_AIRFLOW_TASK_LOG_LEVEL.
-    os.environ.setdefault(
-        "TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
-    )
+    os.environ.setdefault("TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"))
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 
 

@@ -1,11 +1,16 @@
-"""An in-memory stand-in for Airflow's Execution API, for running one task try with no Airflow DB.
+"""What a task try says to Airflow's Execution API, and an in-memory API for the standalone mode.
 
 Airflow 3's task runner talks to its API server over HTTP (the Execution API) for everything outside
-the task: the run's context, XComs, variables, connections, state changes, branch skips. The standalone
-mode has no API server, so :class:`StandaloneExecutionAPI` answers those calls from the activity's
-input and records what the task sent back. It plugs into the Task SDK's own HTTP client as an
-``httpx`` transport, so the task runs through Airflow's unmodified runner (templates, context, TaskFlow
-arguments, branching, retries' decision).
+the task: the run's context, XComs, variables, connections, state changes, branch skips.
+
+* :class:`RecordingTransport` wraps any Execution-API transport and records what the try reported
+  (final state, XComs pushed, tasks to skip) for the workflow, whatever answers the calls.
+* :class:`StandaloneExecutionAPI` answers those calls with no Airflow DB: from the activity's input
+  (run context, upstream XComs, variables).
+* In deep mode the calls go to Airflow's own in-process Execution API on the real metadata DB.
+
+Both plug into the Task SDK's own HTTP client as ``httpx`` transports, so the task runs through
+Airflow's unmodified runner (templates, context, TaskFlow arguments, branching, retries' decision).
 """
 
 from __future__ import annotations
@@ -34,7 +39,51 @@ class TaskOutcome:
     retry_delay_seconds: float | None = None
     pushed_xcoms: dict[tuple[str, int], XComEntry] = field(default_factory=dict)
     skipped_task_ids: list[str] = field(default_factory=list)
-    rendered_fields: dict[str, Any] = field(default_factory=dict)
+
+
+_XCOM_PATH = re.compile(r"/?xcoms/[^/]+/[^/]+/(?P<task_id>[^/]+)/(?P<key>[^/]+)")
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`."""
+
+    def __init__(self, inner: httpx.BaseTransport, keep_xcom_values: bool = True) -> None:
+        self.inner = inner
+        self.keep_xcom_values = keep_xcom_values
+        self.outcome = TaskOutcome()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if response.status_code < 400:
+            self._observe(request)
+        return response
+
+    def _observe(self, request: httpx.Request) -> None:
+        path = request.url.path
+        if request.method == "PATCH" and path.endswith("/state"):
+            payload = json.loads(request.content)
+            self.outcome.state = payload["state"]
+            self.outcome.retry_delay_seconds = payload.get("retry_delay_seconds")
+        elif request.method == "PATCH" and path.endswith("/skip-downstream"):
+            tasks = json.loads(request.content)["tasks"]
+            self.outcome.skipped_task_ids.extend(t if isinstance(t, str) else t[0] for t in tasks)
+        elif request.method in ("POST", "DELETE") and (match := _XCOM_PATH.fullmatch(path)):
+            params = request.url.params
+            map_index = int(params.get("map_index", -1))
+            key = (match["key"], map_index)
+            if request.method == "DELETE":
+                self.outcome.pushed_xcoms.pop(key, None)
+                return
+            mapped_length = int(params["mapped_length"]) if "mapped_length" in params else None
+            if not self.keep_xcom_values and mapped_length is None:
+                return
+            self.outcome.pushed_xcoms[key] = XComEntry(
+                task_id=match["task_id"],
+                key=match["key"],
+                value_json=request.content.decode() if self.keep_xcom_values else "null",
+                map_index=map_index,
+                mapped_length=mapped_length,
+            )
 
 
 class StandaloneExecutionAPI:
@@ -42,7 +91,6 @@ class StandaloneExecutionAPI:
 
     def __init__(self, task_input: ActivityTaskInput) -> None:
         self.input = task_input
-        self.outcome = TaskOutcome()
         self._xcoms: dict[tuple[str, str, int], str] = {
             (x.task_id, x.key, x.map_index): x.value_json for x in task_input.upstream_xcoms
         }
@@ -66,8 +114,8 @@ class StandaloneExecutionAPI:
             ("GET", re.compile(r"connections/(?P<conn_id>[^/]+)"), self._connection),
         ]
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> RecordingTransport:
+        return RecordingTransport(httpx.MockTransport(self.handle))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.lstrip("/")
@@ -106,18 +154,12 @@ class StandaloneExecutionAPI:
         return httpx.Response(200, json=body)
 
     def _state(self, request: httpx.Request) -> httpx.Response:
-        payload = json.loads(request.content)
-        self.outcome.state = payload["state"]
-        self.outcome.retry_delay_seconds = payload.get("retry_delay_seconds")
         return httpx.Response(204)
 
     def _rendered_fields(self, request: httpx.Request) -> httpx.Response:
-        self.outcome.rendered_fields = json.loads(request.content)
         return httpx.Response(201, json={"ok": True})
 
     def _skip_downstream(self, request: httpx.Request) -> httpx.Response:
-        tasks = json.loads(request.content)["tasks"]
-        self.outcome.skipped_task_ids.extend(t if isinstance(t, str) else t[0] for t in tasks)
         return httpx.Response(204)
 
     def _no_previous(self, request: httpx.Request) -> httpx.Response:
@@ -162,20 +204,13 @@ class StandaloneExecutionAPI:
         return httpx.Response(200, json=values)
 
     def _xcom_set(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
-        params = request.url.params
-        map_index = int(params.get("map_index", -1))
-        mapped_length = int(params["mapped_length"]) if "mapped_length" in params else None
-        value_json = request.content.decode()
-        self._xcoms[(task_id, key, map_index)] = value_json
-        self.outcome.pushed_xcoms[(key, map_index)] = XComEntry(
-            task_id=task_id, key=key, value_json=value_json, map_index=map_index, mapped_length=mapped_length
-        )
+        map_index = int(request.url.params.get("map_index", -1))
+        self._xcoms[(task_id, key, map_index)] = request.content.decode()
         return httpx.Response(201, json={"ok": True})
 
     def _xcom_delete(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
         map_index = int(request.url.params.get("map_index", -1))
         self._xcoms.pop((task_id, key, map_index), None)
-        self.outcome.pushed_xcoms.pop((key, map_index), None)
         return httpx.Response(200, json={"ok": True})
 
     # -- variables and connections ------------------------------------------------------------------

@@ -45,9 +45,7 @@ async def load_dag_file(task: LoadDagFileInput) -> LoadDagFileResult:
     try:
         value = await run_in_child("dag", task)
     except ChildFailed as err:
-        raise ApplicationError(
-            str(err), type=err.kind, non_retryable=err.kind != "ChildProcessError"
-        ) from None
+        raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind != "ChildProcessError") from None
     return LoadDagFileResult(**value)
 
 
@@ -59,9 +57,7 @@ async def run_airflow_task(task: ActivityTaskInput) -> TaskExecutionResult:
     activity failure: only a lost worker makes Temporal retry this activity.
     """
     log_path = task_log_path(task)
-    activity.logger.info(
-        "Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path
-    )
+    activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
     try:
         result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path)
     except ChildFailed as err:

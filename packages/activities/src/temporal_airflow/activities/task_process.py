@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
     DAG_NOT_FOUND_ERROR,
@@ -45,9 +46,7 @@ def load_dag(dag_path: str, dag_id: str | None) -> Any:
     if dag_id is None:
         if len(bag.dags) != 1:
             found = ", ".join(sorted(bag.dags)) or "none"
-            raise ChildError(
-                DAG_NOT_FOUND_ERROR, f"{dag_path} defines {len(bag.dags)} DAGs ({found}); pass --dag-id"
-            )
+            raise ChildError(DAG_NOT_FOUND_ERROR, f"{dag_path} defines {len(bag.dags)} DAGs ({found}); pass --dag-id")
         return next(iter(bag.dags.values()))
     if dag_id not in bag.dags:
         found = ", ".join(sorted(bag.dags)) or "none"
@@ -68,12 +67,65 @@ def serialize_dag_file(task: LoadDagFileInput) -> dict[str, Any]:
     }
 
 
+def _standalone_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid.UUID, uuid.UUID]:
+    """Execution API answered from the activity input; fresh ids (there is no TaskInstance row)."""
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
+
+    transport = StandaloneExecutionAPI(task).transport()
+    client = InProcessTestSupervisor._Client(base_url=None, dry_run=True, token="", transport=transport)
+    return client, transport, uuid.uuid4(), uuid.uuid4()
+
+
+def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid.UUID, uuid.UUID]:
+    """Airflow's own Execution API on the metadata DB; the TaskInstance row is queued for this try.
+
+    The runner then marks it ``running`` (start date, hostname, pid), writes XComs and the final state
+    through Airflow's API code, so the UI and REST API see the try as it happens, and connections and
+    variables are read from the DB (and any secrets backend) as under Airflow's own workers.
+    """
+    from airflow import settings
+    from airflow.api_fastapi.common.dagbag import dag_bag_from_app
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor, in_process_api_server
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    settings.dispose_orm()  # never share the forked parent's DB connections
+    settings.configure_orm()
+    run = task.run
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.task_id == task.task_id,
+                TaskInstance.map_index == task.map_index,
+            )
+        )
+        if ti is None:
+            raise ChildError(DAG_NOT_FOUND_ERROR, f"no task instance {run.dag_id}.{task.task_id} in run {run.run_id}")
+        if ti.try_number < task.try_number and ti.state is not None and ti.try_number > 0:
+            ti.prepare_db_for_next_try(session)  # keeps the previous try in TaskInstanceHistory
+        ti.try_number = task.try_number
+        ti.state = TaskInstanceState.QUEUED
+        ti.queued_dttm = datetime.now(UTC)
+        ti.hostname = socket.getfqdn()
+        session.flush()
+        ti_id, dag_version_id = ti.id, ti.dag_version_id
+    api = in_process_api_server()
+    api.app.dependency_overrides[dag_bag_from_app] = DBDagBag
+    transport = RecordingTransport(api.transport, keep_xcom_values=False)
+    client = InProcessTestSupervisor._Client(base_url=None, dry_run=True, token="", transport=transport)
+    client.base_url = "http://in-process.invalid./"  # type: ignore[assignment]
+    return client, transport, ti_id, dag_version_id
+
+
 def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     """Child entry point: one try of one task through Airflow's own task runner."""
     from airflow.sdk.api.datamodels._generated import TaskInstance as SdkTaskInstance
-    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor, run_task_in_process
-
-    from temporal_airflow.activities.execution_api import StandaloneExecutionAPI
+    from airflow.sdk.execution_time.supervisor import run_task_in_process
 
     started = datetime.now(UTC)
     hostname = socket.getfqdn()
@@ -99,30 +151,29 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     except Exception as err:
         return failed(f"{type(err).__name__}: {err}", traceback.format_exc())
 
-    api = StandaloneExecutionAPI(task)
-    client = InProcessTestSupervisor._Client(base_url=None, dry_run=True, token="", transport=api.transport())
+    make_client = _deep_client if task.deep_integration else _standalone_client
+    client, transport, ti_id, dag_version_id = make_client(task)
     sdk_ti = SdkTaskInstance(
-        id=uuid.uuid4(),
+        id=ti_id,
         task_id=task.task_id,
         dag_id=task.run.dag_id,
         run_id=task.run.run_id,
         try_number=task.try_number,
         map_index=task.map_index,
-        dag_version_id=uuid.uuid4(),
+        dag_version_id=dag_version_id,
     )
     outcome = run_task_in_process(ti=sdk_ti, task=operator, client=client)
     error = outcome.error
-    state = api.outcome.state or str(outcome.state)
     return TaskExecutionResult(
         task_id=task.task_id,
         map_index=task.map_index,
         try_number=task.try_number,
-        state=state,
+        state=transport.outcome.state or str(outcome.state),
         start_date=outcome.ti.start_date or started,
         end_date=datetime.now(UTC),
-        xcoms=list(api.outcome.pushed_xcoms.values()),
-        skipped_task_ids=sorted(set(api.outcome.skipped_task_ids)),
-        retry_delay_seconds=api.outcome.retry_delay_seconds,
+        xcoms=list(transport.outcome.pushed_xcoms.values()),
+        skipped_task_ids=sorted(set(transport.outcome.skipped_task_ids)),
+        retry_delay_seconds=transport.outcome.retry_delay_seconds,
         error=None if error is None else f"{type(error).__name__}: {error}",
         traceback=None
         if error is None

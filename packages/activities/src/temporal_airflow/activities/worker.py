@@ -1,18 +1,20 @@
-"""The activity worker: runs Airflow tasks (each try in its own process) and DAG-file parsing."""
+"""The activity worker: Airflow tasks (each try in its own process), DAG parsing and DB sync."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import load_dag_file, run_airflow_task
 from temporal_airflow.workflows.worker import activity_task_queue
 
-ACTIVITIES: list[Callable[..., Any]] = [load_dag_file, run_airflow_task]
+ACTIVITIES: list[Callable[..., Any]] = [load_dag_file, run_airflow_task, *SYNC_ACTIVITIES]
 
 
 def max_concurrent_tasks() -> int:
@@ -20,13 +22,17 @@ def max_concurrent_tasks() -> int:
     return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS", os.cpu_count() or 2))
 
 
-def create_activity_worker(
-    client: Client, task_queue: str | None = None, max_concurrent: int | None = None
-) -> Worker:
-    """A worker that never runs more task processes at once than ``max_concurrent``."""
+def create_activity_worker(client: Client, task_queue: str | None = None, max_concurrent: int | None = None) -> Worker:
+    """A worker that never runs more activities (task processes included) at once than ``max_concurrent``.
+
+    Task activities are async (each awaits its own process); the DB-sync activities are blocking and
+    run on a thread pool.
+    """
+    limit = max_concurrent or max_concurrent_tasks()
     return Worker(
         client,
         task_queue=task_queue or activity_task_queue(),
         activities=ACTIVITIES,
-        max_concurrent_activities=max_concurrent or max_concurrent_tasks(),
+        activity_executor=ThreadPoolExecutor(max_workers=limit, thread_name_prefix="airflow-sync"),
+        max_concurrent_activities=limit,
     )

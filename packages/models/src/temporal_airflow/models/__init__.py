@@ -252,6 +252,13 @@ class TaskStatusSync:
 
 
 @dataclass
+class TaskStatusSyncBatch:
+    """Task statuses written in one ``sync_task_status`` call."""
+
+    updates: list[TaskStatusSync] = field(default_factory=list)
+
+
+@dataclass
 class DagRunStatusSync:
     """A DagRun's state to write to Airflow's DB."""
 

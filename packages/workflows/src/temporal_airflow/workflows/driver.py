@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,7 +24,6 @@ from temporal_airflow.models import (
     DagExecutionResult,
     RunProgress,
     TaskExecutionResult,
-    TaskStatusSync,
     XComEntry,
 )
 from temporal_airflow.workflows.local_run import LocalDagRun, ReadyTask, TaskKey
@@ -40,10 +39,10 @@ _INFRA_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
+    maximum_attempts=10,
 )
 
-TaskObserver = Callable[[TaskStatusSync], Awaitable[None]]
+TurnHook = Callable[[], None]
 
 
 @dataclass
@@ -60,12 +59,10 @@ class DriverOptions:
 class DagRunDriver:
     """Runs a :class:`LocalDagRun` to its final state."""
 
-    def __init__(
-        self, local: LocalDagRun, options: DriverOptions, observer: TaskObserver | None = None
-    ) -> None:
+    def __init__(self, local: LocalDagRun, options: DriverOptions, after_turn: TurnHook | None = None) -> None:
         self.local = local
         self.options = options
-        self.observer = observer
+        self.after_turn = after_turn
         self.xcoms: dict[TaskKey, list[XComEntry]] = {}
         self.errors: dict[TaskKey, str] = {}
         self._running: dict[TaskKey, asyncio.Task[None]] = {}
@@ -78,12 +75,14 @@ class DagRunDriver:
                 capacity = self.local.max_active_tasks - len(self._running)
                 ready, progressed = self.local.ready_tasks(capacity)
                 for task in ready:
-                    await self._start(task)
+                    self._start(task)
+                if self.after_turn is not None:
+                    self.after_turn()
                 if self.local.finished:
                     return self.local.state
                 if not progressed:
                     await self._wait_for_progress()
-                await self._apply_finished()
+                self._apply_finished()
         except asyncio.CancelledError:
             await self._cancel_running()
             raise
@@ -122,11 +121,9 @@ class DagRunDriver:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: bool(self._finished), timeout=timeout)
 
-    async def _start(self, ready: ReadyTask) -> None:
+    def _start(self, ready: ReadyTask) -> None:
         key = ready.key
-        now = workflow.now()
-        self.local.mark_running(key, now)
-        await self._notify(key, "running", ready.try_number, start_date=now)
+        self.local.mark_running(key, workflow.now())
         task_input = ActivityTaskInput(
             dag_path=self.options.dag_path,
             task_id=key.task_id,
@@ -144,12 +141,7 @@ class DagRunDriver:
         if self.options.deep_integration:
             return []  # tasks pull XComs from Airflow's DB
         ancestors = set(self.local.ancestors(task_id))
-        return [
-            entry
-            for key, entries in sorted(self.xcoms.items())
-            if key.task_id in ancestors
-            for entry in entries
-        ]
+        return [entry for key, entries in sorted(self.xcoms.items()) if key.task_id in ancestors for entry in entries]
 
     async def _execute(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
         execution_timeout = self.local.task_attribute(key.task_id, "execution_timeout")
@@ -171,7 +163,7 @@ class DagRunDriver:
             cause = err.cause or err
             self._finished.append((key, None, f"{type(cause).__name__}: {cause}"))
 
-    async def _apply_finished(self) -> None:
+    def _apply_finished(self) -> None:
         finished, self._finished = self._finished, []
         for key, result, failure in finished:
             self._running.pop(key, None)
@@ -183,36 +175,10 @@ class DagRunDriver:
                     self.errors[key] = result.error
                 else:
                     self.errors.pop(key, None)
-                await self._notify(
-                    key,
-                    result.state,
-                    result.try_number,
-                    start_date=result.start_date,
-                    end_date=result.end_date,
-                    hostname=result.hostname,
-                    xcoms=result.xcoms,
-                )
             else:
-                now = workflow.now()
-                state = self.local.record_lost_try(key, now)
+                self.local.record_lost_try(key, workflow.now())
                 self.errors[key] = f"task could not be executed: {failure}"
                 workflow.logger.warning("Task %s lost: %s", key, failure)
-                await self._notify(key, state, 0, end_date=now)
-
-    async def _notify(self, key: TaskKey, state: str, try_number: int, **fields: object) -> None:
-        if self.observer is None:
-            return
-        await self.observer(
-            TaskStatusSync(
-                dag_id=self.local.dag.dag_id,
-                run_id=self.local.dag_run.run_id,
-                task_id=key.task_id,
-                map_index=key.map_index,
-                state=state,
-                try_number=try_number,
-                **fields,  # type: ignore[arg-type]
-            )
-        )
 
     async def _cancel_running(self) -> None:
         for task in self._running.values():

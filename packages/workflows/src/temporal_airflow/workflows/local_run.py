@@ -92,9 +92,7 @@ class LocalDagRun:
         run_after: datetime,
         conf: dict[str, Any],
     ) -> None:
-        self._engine = create_engine(
-            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+        self._engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         Base.metadata.create_all(self._engine)
         self._session: Session = sessionmaker(bind=self._engine, expire_on_commit=False)()
         self.dag = DagSerialization.from_dict(serialized_dag)
@@ -105,9 +103,7 @@ class LocalDagRun:
         DagVersion.write_dag(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, session=session)
         data_interval = None
         if logical_date is not None:
-            data_interval = self.dag.timetable.infer_manual_data_interval(
-                run_after=pendulum.instance(logical_date)
-            )
+            data_interval = self.dag.timetable.infer_manual_data_interval(run_after=pendulum.instance(logical_date))
         self.dag_run: DagRun = self.dag.create_dagrun(
             run_id=run_id,
             logical_date=logical_date,
@@ -176,9 +172,7 @@ class LocalDagRun:
             raise KeyError(f"task instance {key} not in run {self.dag_run.run_id}")
         return ti
 
-    def summaries(
-        self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]
-    ) -> list[TaskSummary]:
+    def summaries(self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]) -> list[TaskSummary]:
         return [
             TaskSummary(
                 task_id=ti.task_id,

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
@@ -21,6 +21,7 @@ from temporal_airflow.models import (
     RunProgress,
 )
 from temporal_airflow.workflows.driver import DagRunDriver, DriverOptions
+from temporal_airflow.workflows.errors import workflow_failure
 from temporal_airflow.workflows.local_run import create_local_run
 
 
@@ -47,10 +48,7 @@ class ExecuteAirflowDagWorkflow:
                 ),
             )
         except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
-            raise
+            raise workflow_failure(err) from err
         self._dag_id = loaded.dag_id
         local = create_local_run(
             loaded.serialized_dag,

@@ -10,9 +10,10 @@ from temporalio.worker import Worker
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
 from temporal_airflow.workflows import clock
+from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
 from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
 
-WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow]
+WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow, ExecuteAirflowDagDeepWorkflow]
 
 
 def workflow_task_queue() -> str:

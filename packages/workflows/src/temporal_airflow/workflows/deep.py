@@ -1,0 +1,174 @@
+"""``ExecuteAirflowDagDeepWorkflow``: a DAG run against a real Airflow deployment's metadata DB.
+
+The same scheduling code as the standalone workflow (an in-workflow DB and Airflow's own
+``update_state``), plus the deep-integration steps: the DAG comes from Airflow's DB, the DagRun and
+its TaskInstances live there too, tasks run against Airflow's Execution API on that DB (so the UI shows
+each try as it runs, and hooks read connections from the DB), and every state Airflow's logic decides
+in the workflow (skips, upstream failures, empty tasks) is mirrored to the DB by retried sync
+activities. A DB outage delays the mirror, never the run's outcome; the DB converges once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from airflow.models.dagrun import DagRun
+from airflow.utils.types import DagRunType
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from temporal_airflow.models import (
+    CREATE_DAGRUN_ACTIVITY,
+    DAG_NOT_FOUND_ERROR,
+    DEEP_WORKFLOW,
+    ENSURE_TASK_INSTANCES_ACTIVITY,
+    INVALID_CONF_ERROR,
+    LOAD_SERIALIZED_DAG_ACTIVITY,
+    SYNC_DAGRUN_STATUS_ACTIVITY,
+    SYNC_TASK_STATUS_ACTIVITY,
+    CreateDagRunInput,
+    CreateDagRunResult,
+    DagExecutionResult,
+    DagRunStatusSync,
+    DeepDagExecutionInput,
+    EnsureTaskInstancesInput,
+    LoadSerializedDagInput,
+    LoadSerializedDagResult,
+    RunProgress,
+    TaskStatusSync,
+    TaskStatusSyncBatch,
+)
+from temporal_airflow.workflows.driver import DagRunDriver, DriverOptions
+from temporal_airflow.workflows.errors import workflow_failure
+from temporal_airflow.workflows.local_run import TaskKey, create_local_run
+
+#: DB activities are retried until the DB answers (an outage must not fail the run).
+_DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+    non_retryable_error_types=[DAG_NOT_FOUND_ERROR, INVALID_CONF_ERROR],
+)
+#: States the activity itself writes through Airflow's Execution API; the mirror skips them.
+_WRITTEN_BY_TASK = frozenset({None, "scheduled", "queued", "running"})
+
+
+@workflow.defn(name=DEEP_WORKFLOW, sandboxed=False)
+class ExecuteAirflowDagDeepWorkflow:
+    """Runs one DagRun of a DAG already known to Airflow's DB, keeping that DB in step."""
+
+    def __init__(self) -> None:
+        self._driver: DagRunDriver | None = None
+        self._queue = ""
+        self._dag_id = ""
+        self._run_id = ""
+        self._mirrored: dict[TaskKey, tuple[str | None, int]] = {}
+        self._pending: list[TaskStatusSync] = []
+        self._syncing = False
+
+    @workflow.run
+    async def run(self, input: DeepDagExecutionInput) -> DagExecutionResult:
+        self._queue = input.activity_task_queue
+        self._dag_id = input.dag_id
+        loaded = await self._db(
+            LOAD_SERIALIZED_DAG_ACTIVITY, LoadSerializedDagInput(input.dag_id), LoadSerializedDagResult
+        )
+        now = workflow.now()
+        logical_date = input.logical_date or now
+        run_id = input.run_id or DagRun.generate_run_id(
+            run_type=DagRunType.MANUAL, logical_date=logical_date, run_after=now
+        )
+        self._run_id = run_id
+        created = await self._db(
+            CREATE_DAGRUN_ACTIVITY,
+            CreateDagRunInput(dag_id=input.dag_id, logical_date=logical_date, run_id=run_id, conf=input.conf),
+            CreateDagRunResult,
+        )
+        await self._db(ENSURE_TASK_INSTANCES_ACTIVITY, EnsureTaskInstancesInput(input.dag_id, run_id))
+        context = created.run_context
+        assert context is not None
+        local = create_local_run(
+            loaded.serialized_dag,
+            run_id=context.run_id,
+            logical_date=context.logical_date,
+            conf=context.conf,
+            run_type=context.run_type,
+            run_after=context.run_after,
+        )
+        await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
+        self._driver = DagRunDriver(
+            local,
+            DriverOptions(
+                dag_path=loaded.fileloc,
+                activity_task_queue=self._queue,
+                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
+                deep_integration=True,
+            ),
+            after_turn=self._mirror,
+        )
+        syncer = asyncio.create_task(self._sync_loop())
+        state = await self._driver.run()
+        self._mirror()
+        await workflow.wait_condition(lambda: not self._pending and not self._syncing)
+        syncer.cancel()
+        await self._db(
+            SYNC_DAGRUN_STATUS_ACTIVITY,
+            DagRunStatusSync(input.dag_id, run_id, state, end_date=local.dag_run.end_date),
+        )
+        return self._driver.result(state)
+
+    @workflow.query(name="progress")
+    def progress(self) -> RunProgress:
+        """Live per-task states of this run."""
+        if self._driver is None:
+            return RunProgress(dag_id=self._dag_id, run_id=self._run_id, state="queued")
+        return self._driver.progress()
+
+    async def _db(self, activity: str, arg: Any, result_type: type | None = None) -> Any:
+        try:
+            return await workflow.execute_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                task_queue=self._queue,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=_DB_RETRY,
+            )
+        except ActivityError as err:
+            raise workflow_failure(err) from err
+
+    def _mirror(self) -> None:
+        """Queue every state the workflow decided that the DB does not have yet."""
+        assert self._driver is not None
+        for summary in self._driver.local.summaries({}, {}):
+            key = TaskKey(summary.task_id, summary.map_index)
+            seen = (summary.state, summary.try_number)
+            if summary.state in _WRITTEN_BY_TASK or self._mirrored.get(key) == seen:
+                continue
+            self._mirrored[key] = seen
+            self._pending.append(
+                TaskStatusSync(
+                    dag_id=self._dag_id,
+                    run_id=self._run_id,
+                    task_id=summary.task_id,
+                    map_index=summary.map_index,
+                    state=summary.state or "",
+                    try_number=summary.try_number,
+                    start_date=summary.start_date,
+                    end_date=summary.end_date,
+                )
+            )
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending))
+            batch, self._pending = self._pending, []
+            self._syncing = True
+            try:
+                await self._db(SYNC_TASK_STATUS_ACTIVITY, TaskStatusSyncBatch(updates=batch), int)
+            finally:
+                self._syncing = False
