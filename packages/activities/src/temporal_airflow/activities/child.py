@@ -54,7 +54,10 @@ class TaskHost:
     async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         async for line in process.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
             started, exited = self._waiters.get(message["id"], (None, None))
             if started is None or exited is None:
                 continue

@@ -49,13 +49,20 @@ def _die_with_parent(sig: int) -> None:
         pass
 
 
+_replies: Any = None
+
+
 def _reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    _replies.write(json.dumps(message) + "\n")
+    _replies.flush()
 
 
 def serve() -> None:
     """Read requests until stdin closes; fork a child for each."""
+    global _replies
+    # Replies get a private copy of stdout; anything else printed (library logs) goes to stderr.
+    _replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     import temporal_airflow.activities.task_process  # noqa: F401  (warm the imports)
     from temporal_airflow.activities.task_process import preload
 

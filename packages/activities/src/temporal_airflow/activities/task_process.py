@@ -183,12 +183,28 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
 
 
 def preload() -> None:
-    """Import what every child needs, once, in the task host."""
+    """Import (and build) what every child needs, once, in the task host, so forks start warm."""
     import airflow.dag_processing.dagbag
     import airflow.sdk.execution_time.supervisor
     import airflow.sdk.execution_time.task_runner
     import airflow.serialization.serialized_objects  # noqa: F401
     import httpx  # noqa: F401
+
+    if os.environ.get("TEMPORAL_AIRFLOW_PRELOAD_EXECUTION_API", "1") == "1":
+        _build_execution_api()
+
+
+def _build_execution_api() -> None:
+    """Build Airflow's in-process Execution API app (seconds of route generation) before forking.
+
+    Only the app is built here; its transport (which starts a thread) is created in each child.
+    """
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    app = in_process_api_server().app
+    initialize = getattr(app, "_cadwyn_initialize", None)
+    if callable(initialize) and not getattr(app, "_cadwyn_initialized", True):
+        initialize()
 
 
 def child_main(kind: str, payload: Any, log_path: str) -> tuple[bool, Any]:

@@ -1,0 +1,159 @@
+"""A complete local deep-integration stack as plain processes: Postgres, Temporal, Airflow, workers.
+
+Used by ``temporal-airflow up``, the integration tests and the e2e harness on machines without a
+Docker engine. Every process gets free ports on 127.0.0.1 and is stopped by :meth:`LocalStack.stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporal_airflow.activities.dev_server import DevServer, free_port
+from temporal_airflow.activities.local_postgres import LocalPostgres
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class LocalStack:
+    """Postgres + Temporal + Airflow (api-server, optional scheduler and dag-processor) + workers."""
+
+    workdir: Path
+    dags_folder: Path
+    api_port: int = field(default_factory=free_port)
+    temporal_ui: bool = False
+    postgres: LocalPostgres | None = None
+    temporal: DevServer | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.workdir / "airflow-home"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for every Airflow process and worker of this stack."""
+        assert self.postgres is not None and self.temporal is not None
+        env = dict(os.environ)
+        env.update(
+            AIRFLOW_HOME=str(self.airflow_home),
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.postgres.uri,
+            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.api_url}/execution/",
+            AIRFLOW__API__BASE_URL=self.api_url,
+            AIRFLOW__API__PORT=str(self.api_port),
+            AIRFLOW__API_AUTH__JWT_SECRET="temporal-airflow-local-stack-secret",
+            AIRFLOW__API__SECRET_KEY="temporal-airflow-local-stack-secret",
+            AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(self.airflow_home / "logs"),
+            TEMPORAL_ADDRESS=self.temporal.address,
+        )
+        env.pop("AIRFLOW__LOGGING__LOGGING_LEVEL", None)
+        env.update(self.extra_env)
+        return env
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start_services(self) -> LocalStack:
+        """Postgres and Temporal, then Airflow's DB migrated and the DAGs serialized."""
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.postgres = LocalPostgres(self.workdir / "postgres").start()
+        ui_port = free_port() if self.temporal_ui else None
+        self.temporal = DevServer(ui_port=ui_port, log_file=str(self.log_path("temporal"))).start()
+        self.airflow("db", "migrate")
+        self.airflow("dags", "reserialize")
+        return self
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run an ``airflow`` CLI command against this stack."""
+        proc = subprocess.run([_bin("airflow"), *args], env=self.env(), capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    def start_process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log = self.log_path(name).open("ab")
+        self.processes[name] = subprocess.Popen(
+            args, env=env or self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_api_server(self, timeout: float = 180.0) -> None:
+        self.start_process("api-server", [_bin("airflow"), "api-server", "--port", str(self.api_port)])
+        self.wait_http(f"{self.api_url}/api/v2/monitor/health", timeout, "api-server")
+
+    def start_scheduler(self) -> None:
+        self.start_process("scheduler", [_bin("airflow"), "scheduler"])
+
+    def start_dag_processor(self) -> None:
+        self.start_process("dag-processor", [_bin("airflow"), "dag-processor"])
+
+    def start_workers(self, workflow_queue: str | None = None, activity_queue: str | None = None) -> None:
+        env = self.env()
+        if workflow_queue:
+            env["TEMPORAL_WORKFLOW_TASK_QUEUE"] = workflow_queue
+        if activity_queue:
+            env["TEMPORAL_ACTIVITY_TASK_QUEUE"] = activity_queue
+        self.start_process("workers", [_bin("temporal-airflow"), "worker", "all"], env=env)
+
+    def start_activity_worker(self, activity_queue: str, name: str = "activity-worker") -> None:
+        env = self.env()
+        env["TEMPORAL_ACTIVITY_TASK_QUEUE"] = activity_queue
+        self.start_process(name, [_bin("temporal-airflow"), "worker", "activities"], env=env)
+
+    def wait_http(self, url: str, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status < 500:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{what} did not answer at {url} within {timeout}s")
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)
+        if self.temporal is not None:
+            self.temporal.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
