@@ -5,7 +5,9 @@ Every xdist worker gets its own AIRFLOW_HOME, dev server and task queues, so tes
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -114,5 +116,37 @@ def states(result: DagExecutionResult) -> dict[str, str | None]:
     return {(t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"): t.state for t in result.tasks}
 
 
-def python() -> str:
-    return sys.executable
+@pytest.fixture(scope="session")
+def reference_home() -> str:
+    """An AIRFLOW_HOME with a migrated SQLite metadata DB, for Airflow's own dag.test()."""
+    home = tempfile.mkdtemp(prefix="airflow-reference-")
+    env = _reference_env(home)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return home
+
+
+def _reference_env(home: str, dags_folder: Path = EXAMPLES) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+    )
+    return env
+
+
+def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
+    args = [sys.executable, str(Path(__file__).parent / "airflow_reference.py"), str(dag_file)]
+    if conf:
+        args.append(json.dumps(conf))
+    env = _reference_env(home, dag_file.parent)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"dag.test() gave no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT ") :])

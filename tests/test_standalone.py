@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, DagRunner, states
+from conftest import EXAMPLES, DagRunner, airflow_dag_test, states
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -58,41 +53,6 @@ EXPECTED: dict[str, dict[str, object]] = {
     "flaky_retry": {"state": "success", "tasks": {"flaky": "success", "report": "success"}},
     "bash_templating": {"state": "success", "tasks": {"greet": "success", "count_words": "success"}},
 }
-
-
-@pytest.fixture(scope="session")
-def reference_home() -> str:
-    """An AIRFLOW_HOME with a migrated SQLite metadata DB, for Airflow's own dag.test()."""
-    home = tempfile.mkdtemp(prefix="airflow-reference-")
-    env = _reference_env(home)
-    subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    return home
-
-
-def _reference_env(home: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=home,
-        AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLES),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-    )
-    return env
-
-
-def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
-    args = [sys.executable, str(Path(__file__).parent / "airflow_reference.py"), str(dag_file)]
-    if conf:
-        args.append(json.dumps(conf))
-    proc = subprocess.run(args, env=_reference_env(home), capture_output=True, text=True, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"dag.test() gave no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.mark.parametrize("example", sorted(EXPECTED))

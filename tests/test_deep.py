@@ -1,0 +1,217 @@
+"""Deep integration against a real Airflow deployment: PostgreSQL (pgserver), `airflow api-server`,
+Airflow's own migrations and DAG serialization, a real Temporal dev server and workers.
+
+Everything a user sees is checked through Airflow's REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test
+from temporal_airflow.activities.dev_server import DevServer
+from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
+
+DEEP_DAGS = ROOT / "tests" / "deep_dags"
+SERVICE_PASSWORD = "deep-pa55-w0rd-not-for-history"
+
+
+@pytest.fixture(scope="module")
+def stack(temporal_server: DevServer, queues: Queues) -> Iterator[LocalStack]:
+    """Postgres + migrated Airflow DB + serialized DAGs + api-server + an activity worker process."""
+    workdir = Path(tempfile.mkdtemp(prefix="deep-stack-"))
+    dags = workdir / "dags"
+    dags.mkdir()
+    for source in [*DEEP_DAGS.glob("*.py"), EXAMPLES / "trigger_rules.py"]:
+        (dags / source.name).symlink_to(source)
+    stack = LocalStack(workdir, dags)
+    stack.temporal = temporal_server  # share the session's Temporal server and workflow worker
+    try:
+        from temporal_airflow.activities.local_postgres import LocalPostgres
+
+        (workdir / "logs").mkdir()
+        stack.airflow_home.mkdir()
+        stack.postgres = LocalPostgres(workdir / "postgres").start()
+        stack.airflow("db", "migrate")
+        stack.airflow("dags", "reserialize")
+        stack.airflow(
+            "connections", "add", "deep_service", "--conn-type", "http", "--conn-host", "api.example.internal",
+            "--conn-port", "8443", "--conn-login", "svc", "--conn-password", SERVICE_PASSWORD,
+        )  # fmt: skip
+        stack.start_api_server()
+        stack.start_activity_worker(f"{queues.activities}-deep")
+        yield stack
+    finally:
+        stack.temporal = None  # owned by the session fixture
+        stack.stop()
+
+
+class Api:
+    """Airflow's public REST API (all-admins auth: no token needed)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.base}/api/v2/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return json.load(response)
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        found = self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")
+        return {ti["task_id"]: ti for ti in found["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.request("GET", path)["value"]
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> Api:
+    return Api(stack.api_url)
+
+
+async def start_deep(client: Client, queues: Queues, dag_id: str, **fields: Any) -> WorkflowHandle:
+    return await client.start_workflow(
+        DEEP_WORKFLOW,
+        DeepDagExecutionInput(dag_id=dag_id, activity_task_queue=f"{queues.activities}-deep", **fields),
+        id=f"deep-{dag_id}-{uuid.uuid4().hex[:8]}",
+        task_queue=queues.workflows,
+        result_type=DagExecutionResult,
+    )
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _run_id_from(api: Api, dag_id: str) -> str | None:
+    runs = api.request("GET", f"dags/{dag_id}/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
+    return runs[0]["dag_run_id"] if runs else None
+
+
+async def test_ui_sees_the_run_live_then_final_states_and_xcoms(
+    client: Client, queues: Queues, workflow_worker: None, api: Api
+) -> None:
+    handle = await start_deep(client, queues, "deep_progress", conf={"seconds": 8})
+    run_id = await wait_until(lambda: _run_id_from(api, "deep_progress"), 120, "the DagRun to appear")
+
+    def slow_running() -> dict | None:
+        tis = api.task_instances("deep_progress", run_id)
+        return tis if tis.get("slow", {}).get("state") == "running" else None
+
+    live = await wait_until(slow_running, 120, "task `slow` to be running")
+    assert api.run("deep_progress", run_id)["state"] == "running"
+    assert live["extract"]["state"] == "success"
+    assert live["slow"]["try_number"] == 1 and live["slow"]["start_date"] is not None
+    assert live["finish"]["state"] is None
+
+    result = await handle.result()
+    assert result.state == "success" and result.run_id == run_id
+    final = api.task_instances("deep_progress", run_id)
+    assert {t: ti["state"] for t, ti in final.items()} == {"extract": "success", "slow": "success", "finish": "success"}
+    assert api.run("deep_progress", run_id)["state"] == "success"
+    assert api.xcom("deep_progress", run_id, "extract") == {"rows": 3, "source": "db"}
+    assert api.xcom("deep_progress", run_id, "slow") == 30
+    assert api.xcom("deep_progress", run_id, "finish") == "30 from db"
+
+
+async def test_final_states_in_airflow_match_dag_test(
+    client: Client, queues: Queues, workflow_worker: None, api: Api, reference_home: str
+) -> None:
+    result = await (await start_deep(client, queues, "example_trigger_rules")).result()
+    in_airflow = {t: ti["state"] for t, ti in api.task_instances("example_trigger_rules", result.run_id).items()}
+    reference = airflow_dag_test(reference_home, EXAMPLES / "trigger_rules.py", None)
+    assert in_airflow == reference["tasks"]
+    assert api.run("example_trigger_rules", result.run_id)["state"] == reference["state"] == result.state
+
+
+async def test_task_reads_connection_and_variable_from_airflow_db(
+    client: Client, queues: Queues, workflow_worker: None, api: Api
+) -> None:
+    api.request("POST", "variables", {"key": "deep_greeting", "value": "hello"})
+    handle = await start_deep(client, queues, "deep_secrets")
+    result = await handle.result()
+    assert result.state == "success"
+    expected = f"hello svc@api.example.internal:8443 (password length {len(SERVICE_PASSWORD)})"
+    assert api.xcom("deep_secrets", result.run_id, "describe_service") == expected
+    # The password was read by the task from Airflow's DB: it never travelled through Temporal.
+    history = await handle.fetch_history()
+    assert SERVICE_PASSWORD not in history.to_json()
+
+
+async def test_unknown_dag_fails_clearly_without_retrying(
+    client: Client, queues: Queues, workflow_worker: None, stack: LocalStack
+) -> None:
+    with pytest.raises(WorkflowFailureError) as info:
+        await (await start_deep(client, queues, "no_such_dag")).result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == DAG_NOT_FOUND_ERROR
+    assert "no_such_dag" in cause.message
+
+
+async def test_run_survives_a_database_outage(
+    client: Client, queues: Queues, workflow_worker: None, api: Api, stack: LocalStack
+) -> None:
+    handle = await start_deep(client, queues, "deep_progress", conf={"seconds": 12})
+    run_id = await wait_until(
+        lambda: _run_id_from(api, "deep_progress") if _newest_is_running(api) else None,
+        120,
+        "a running deep_progress run",
+    )
+    await wait_until(
+        lambda: api.task_instances("deep_progress", run_id)["slow"]["state"] == "running",
+        120,
+        "task `slow` to be running",
+    )
+    assert stack.postgres is not None
+    stack.postgres.stop()  # the api-server, the task and the sync activities all lose the DB
+    await asyncio.sleep(8)
+    stack.postgres.start()
+    result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "success"
+    await wait_until(lambda: api.run("deep_progress", run_id)["state"] == "success", 60, "the DB to converge")
+    in_airflow = {t: ti["state"] for t, ti in api.task_instances("deep_progress", run_id).items()}
+    assert (
+        in_airflow
+        == {t.task_id: t.state for t in result.tasks}
+        == {
+            "extract": "success",
+            "slow": "success",
+            "finish": "success",
+        }
+    )
+    assert api.xcom("deep_progress", run_id, "finish") == "30 from db"
+
+
+def _newest_is_running(api: Api) -> bool:
+    runs = api.request("GET", "dags/deep_progress/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
+    return bool(runs) and runs[0]["state"] == "running"
