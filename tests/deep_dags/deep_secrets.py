@@ -12,7 +12,7 @@ def deep_secrets():
     def describe_service() -> str:
         conn = BaseHook.get_connection("deep_service")
         greeting = Variable.get("deep_greeting")
-        return f"{greeting} {conn.login}@{conn.host}:{conn.port} (password length {len(conn.password or "")})"
+        return f"{greeting} {conn.login}@{conn.host}:{conn.port} (password length {len(conn.password or '')})"
 
     describe_service()
 
