@@ -84,6 +84,7 @@ SAMPLES: dict[type, object] = {
         hostname="h",
         xcoms=[ENTRY],
     ),
+    models.TaskInstancesSnapshot: models.TaskInstancesSnapshot(tasks=[SUMMARY]),
     models.TaskStatusSyncBatch: models.TaskStatusSyncBatch(
         updates=[models.TaskStatusSync(dag_id="d", run_id="r", task_id="t", state="success", try_number=1)]
     ),

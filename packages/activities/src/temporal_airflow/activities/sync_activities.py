@@ -37,8 +37,10 @@ from temporal_airflow.models import (
     LoadSerializedDagInput,
     LoadSerializedDagResult,
     RunContext,
+    TaskInstancesSnapshot,
     TaskStatusSync,
     TaskStatusSyncBatch,
+    TaskSummary,
 )
 
 #: How far along a try a state is; a sync may only move a task instance forward.
@@ -160,8 +162,8 @@ def create_dagrun_record(request: CreateDagRunInput) -> CreateDagRunResult:
 
 
 @activity.defn(name=ENSURE_TASK_INSTANCES_ACTIVITY)
-def ensure_task_instances(request: EnsureTaskInstancesInput) -> None:
-    """Create missing TaskInstances of an existing run (Airflow's ``verify_integrity``)."""
+def ensure_task_instances(request: EnsureTaskInstancesInput) -> TaskInstancesSnapshot:
+    """Create missing TaskInstances of an existing run (Airflow's ``verify_integrity``); return them all."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -177,6 +179,20 @@ def ensure_task_instances(request: EnsureTaskInstancesInput) -> None:
         model = _scheduler_dag(request.dag_id, session)
         run.dag = model.dag
         run.verify_integrity(session=session, dag_version_id=model.dag_version_id)
+        session.flush()
+        return TaskInstancesSnapshot(
+            tasks=[
+                TaskSummary(
+                    task_id=ti.task_id,
+                    map_index=ti.map_index,
+                    state=None if ti.state is None else str(ti.state),
+                    try_number=ti.try_number,
+                    start_date=ti.start_date,
+                    end_date=ti.end_date,
+                )
+                for ti in run.get_task_instances(session=session)
+            ]
+        )
 
 
 def apply_task_status(update: TaskStatusSync, session: Any) -> bool:

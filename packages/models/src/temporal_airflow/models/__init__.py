@@ -236,6 +236,13 @@ class EnsureTaskInstancesInput:
 
 
 @dataclass
+class TaskInstancesSnapshot:
+    """The task instances of a run as Airflow's DB has them (cleared tasks have no state)."""
+
+    tasks: list[TaskSummary] = field(default_factory=list)
+
+
+@dataclass
 class TaskStatusSync:
     """One task instance's state to write to Airflow's DB (idempotent, never moves state backwards)."""
 

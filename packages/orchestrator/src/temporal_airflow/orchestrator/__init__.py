@@ -1,0 +1,1 @@
+"""Airflow plugin that hands the DagRuns of Temporal-managed DAGs to Temporal workflows."""

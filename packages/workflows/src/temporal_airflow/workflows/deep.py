@@ -38,6 +38,7 @@ from temporal_airflow.models import (
     LoadSerializedDagInput,
     LoadSerializedDagResult,
     RunProgress,
+    TaskInstancesSnapshot,
     TaskStatusSync,
     TaskStatusSyncBatch,
 )
@@ -88,7 +89,9 @@ class ExecuteAirflowDagDeepWorkflow:
             CreateDagRunInput(dag_id=input.dag_id, logical_date=logical_date, run_id=run_id, conf=input.conf),
             CreateDagRunResult,
         )
-        await self._db(ENSURE_TASK_INSTANCES_ACTIVITY, EnsureTaskInstancesInput(input.dag_id, run_id))
+        snapshot = await self._db(
+            ENSURE_TASK_INSTANCES_ACTIVITY, EnsureTaskInstancesInput(input.dag_id, run_id), TaskInstancesSnapshot
+        )
         context = created.run_context
         assert context is not None
         local = create_local_run(
@@ -99,6 +102,10 @@ class ExecuteAirflowDagDeepWorkflow:
             run_type=context.run_type,
             run_after=context.run_after,
         )
+        # A cleared run keeps what already ran: only tasks without a final state run again.
+        local.restore(snapshot.tasks)
+        for summary in snapshot.tasks:
+            self._mirrored[TaskKey(summary.task_id, summary.map_index)] = (summary.state, summary.try_number)
         await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
         self._driver = DagRunDriver(
             local,

@@ -187,6 +187,21 @@ class LocalDagRun:
             for ti in self._tis()
         ]
 
+    def restore(self, tasks: Iterable[TaskSummary]) -> None:
+        """Take over task states from Airflow's DB: finished and waiting-for-retry tries are kept,
+        anything that was in flight runs again (with its try number carried on)."""
+        keep = _FINISHED | {TaskInstanceState.UP_FOR_RETRY}
+        for summary in tasks:
+            ti = self.dag_run.get_task_instance(summary.task_id, map_index=summary.map_index, session=self._session)
+            if ti is None:
+                continue
+            ti.try_number = summary.try_number
+            if summary.state is not None and TaskInstanceState(summary.state) in keep:
+                ti.state = TaskInstanceState(summary.state)
+                ti.start_date = summary.start_date
+                ti.end_date = summary.end_date
+        self._session.commit()
+
     # -- scheduling ---------------------------------------------------------------------------------
 
     def ready_tasks(self, capacity: int) -> tuple[list[ReadyTask], bool]:

@@ -1,0 +1,57 @@
+"""Airflow listener: installs the scheduler seam and hands running managed DagRuns to Temporal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.listeners import hookimpl
+
+from temporal_airflow.orchestrator import seam
+from temporal_airflow.orchestrator.bridge import TemporalBridge
+from temporal_airflow.orchestrator.config import TemporalSettings
+from temporal_airflow.orchestrator.managed import ManagedDags
+
+_bridge: TemporalBridge | None = None
+_managed: ManagedDags | None = None
+
+
+@hookimpl
+def on_starting(component: Any) -> None:
+    """In the scheduler only: install the seam (or refuse to start) and start the bridge."""
+    global _bridge, _managed
+    if getattr(component, "job_type", None) != "SchedulerJob" or _bridge is not None:
+        return
+    settings = TemporalSettings.load()
+    _managed = ManagedDags(settings)
+    try:
+        seam.install(_managed)
+    except seam.SeamUnavailable as err:
+        # BaseException on purpose: Airflow swallows listener exceptions, and a scheduler without the
+        # seam would run Temporal-managed tasks a second time.
+        raise SystemExit(f"temporal-airflow orchestrator: {err}") from err
+    _bridge = TemporalBridge(settings, _managed)
+    _bridge.start()
+
+
+@hookimpl
+def before_stopping(component: Any) -> None:
+    global _bridge
+    if _bridge is not None and getattr(component, "job_type", None) == "SchedulerJob":
+        _bridge.stop()
+        _bridge = None
+
+
+@hookimpl
+def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    """Hand a managed run to Temporal once the scheduler's transaction that started it commits."""
+    if _bridge is None or _managed is None or not _managed(dag_run):
+        return
+    from sqlalchemy import event
+    from sqlalchemy.orm import object_session
+
+    bridge, key = _bridge, (dag_run.dag_id, dag_run.run_id)
+    session = object_session(dag_run)
+    if session is None:
+        bridge.hand_over(*key)
+        return
+    event.listen(session, "after_commit", lambda _session: bridge.hand_over(*key), once=True)
