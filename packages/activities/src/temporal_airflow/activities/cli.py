@@ -233,6 +233,50 @@ async def _serve_workers(args: argparse.Namespace) -> None:
     await asyncio.gather(*(w.run() for w in workers))
 
 
+def _up(args: argparse.Namespace) -> int:
+    import signal
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from temporal_airflow.activities.local_stack import LocalStack
+
+    dags = Path(args.dags_folder).resolve()
+    if not dags.is_dir():
+        print(f"error: DAGs folder not found: {args.dags_folder}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="temporal-airflow-stack-")).resolve()
+    stack = LocalStack(workdir, dags, temporal_ui=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"Starting PostgreSQL and Temporal, migrating Airflow's DB (work dir {workdir}) ...", flush=True)
+        stack.start_services()
+        print("Starting Airflow api-server, scheduler and dag-processor, and the Temporal workers ...", flush=True)
+        stack.start_api_server()
+        stack.start_scheduler()
+        stack.start_dag_processor()
+        stack.start_workers()
+        assert stack.temporal is not None
+        print(
+            f"\nAirflow UI   {stack.api_url}   (login: none, every user is admin in this local stack)\n"
+            f"Temporal UI  {stack.temporal.ui_url}\n"
+            f"DAGs folder  {dags}   (DAGs tagged 'temporal' run on Temporal)\n"
+            f"Logs         {workdir / 'logs'}\n\nPress Ctrl-C to stop everything.",
+            flush=True,
+        )
+        while True:
+            time.sleep(1)
+            for name, proc in stack.processes.items():
+                if proc.poll() is not None:
+                    print(f"error: {name} exited with code {proc.returncode}; see {stack.log_path(name)}")
+                    return 1
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="temporal-airflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--local-workers", action="store_true", help="also run workers in-process when an address is given"
     )
+    up = sub.add_parser("up", help="start a complete local deep-integration stack until Ctrl-C")
+    up.add_argument("--dags-folder", default="examples/dags", help="DAGs folder (default: examples/dags)")
+    up.add_argument("--workdir", help="where data and logs go (default: a new temporary directory)")
     worker = sub.add_parser("worker", help="run workers until interrupted")
     worker.add_argument("kind", choices=["workflows", "activities", "all"], nargs="?", default="all")
     worker.add_argument("--address", help="Temporal address (default: TEMPORAL_ADDRESS)")
@@ -256,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "up":
+        return _up(args)
     _quiet_airflow_logs()
     if args.command == "worker":
         with contextlib.suppress(KeyboardInterrupt):

@@ -54,6 +54,7 @@ class LocalStack:
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.postgres.uri,
             AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.api_url}/execution/",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -11,32 +13,40 @@ from temporal_airflow.orchestrator.bridge import TemporalBridge
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.managed import ManagedDags
 
+log = logging.getLogger(__name__)
 _bridge: TemporalBridge | None = None
 _managed: ManagedDags | None = None
 
 
 @hookimpl
 def on_starting(component: Any) -> None:
-    """In the scheduler only: install the seam (or refuse to start) and start the bridge."""
-    global _bridge, _managed
-    if getattr(component, "job_type", None) != "SchedulerJob" or _bridge is not None:
+    """In every Airflow job process: install the scheduler seam (or refuse to run a scheduler)."""
+    global _managed
+    if _managed is not None:
         return
     settings = TemporalSettings.load()
     _managed = ManagedDags(settings)
     try:
-        seam.install(_managed)
+        seam.install(_managed, on_scheduler_start=lambda: _start_bridge(settings))
     except seam.SeamUnavailable as err:
-        # BaseException on purpose: Airflow swallows listener exceptions, and a scheduler without the
-        # seam would run Temporal-managed tasks a second time.
-        raise SystemExit(f"temporal-airflow orchestrator: {err}") from err
-    _bridge = TemporalBridge(settings, _managed)
-    _bridge.start()
+        if "scheduler" in sys.argv[1:3]:
+            # BaseException on purpose: Airflow swallows listener exceptions, and a scheduler without the
+            # seam would run Temporal-managed tasks a second time.
+            raise SystemExit(f"temporal-airflow orchestrator: {err}") from err
+        log.warning("temporal-airflow orchestrator inactive in this process: %s", err)
+
+
+def _start_bridge(settings: TemporalSettings) -> None:
+    global _bridge
+    if _bridge is None and _managed is not None:
+        _bridge = TemporalBridge(settings, _managed)
+        _bridge.start()
 
 
 @hookimpl
 def before_stopping(component: Any) -> None:
     global _bridge
-    if _bridge is not None and getattr(component, "job_type", None) == "SchedulerJob":
+    if _bridge is not None:
         _bridge.stop()
         _bridge = None
 

@@ -14,8 +14,11 @@ Temporal. From then on, two scheduler methods would act on the run's task instan
 writes have no ``queued_by_job_id``, so the scheduler's other checks (tasks stuck in queued, tasks
 without heartbeat, orphan adoption) already leave them alone.
 
-The wrap is guarded: it is installed only on Airflow versions it was checked against, and only if the
-two methods still have the expected signatures; otherwise the scheduler refuses to start (a scheduler
+A third wrap, around ``SchedulerJobRunner._execute``, only tells the plugin that this process is a
+scheduler (to start the Temporal bridge there and nowhere else).
+
+The wraps are guarded: installed only on Airflow versions they were checked against, and only if the
+methods still have the expected signatures; otherwise the scheduler refuses to start (a scheduler
 that also ran managed runs' tasks would run them twice).
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 
 SUPPORTED_AIRFLOW = ("3.3.",)
 _EXPECTED = {
+    "_execute": ["self"],
     "_schedule_dag_run": ["self", "dag_run", "session"],
     "_update_dag_run_state_for_paused_dags": ["self", "session"],
 }
@@ -55,14 +59,22 @@ def check() -> None:
             raise SeamUnavailable(f"SchedulerJobRunner.{name} is missing or changed in Airflow {airflow.__version__}")
 
 
-def install(is_managed: Callable[[Any], bool]) -> None:
-    """Make the scheduler skip runs for which ``is_managed(dag_run)`` is true. Idempotent."""
+def install(is_managed: Callable[[Any], bool], on_scheduler_start: Callable[[], None]) -> None:
+    """Make the scheduler skip runs for which ``is_managed(dag_run)`` is true, and call
+    ``on_scheduler_start`` when a scheduler starts its loop. Idempotent."""
     check()
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
     from airflow.models.dagrun import DagRun
 
     if getattr(SchedulerJobRunner, "_temporal_seam_installed", False):
         return
+
+    original_execute = SchedulerJobRunner._execute
+
+    @functools.wraps(original_execute)
+    def _execute(self: Any) -> Any:
+        on_scheduler_start()
+        return original_execute(self)
 
     original_schedule = SchedulerJobRunner._schedule_dag_run
 
@@ -90,6 +102,7 @@ def install(is_managed: Callable[[Any], bool]) -> None:
             return [], None
         return original_update_state(self, *args, **kwargs)
 
+    SchedulerJobRunner._execute = _execute  # type: ignore[method-assign]
     SchedulerJobRunner._schedule_dag_run = _schedule_dag_run  # type: ignore[method-assign]
     SchedulerJobRunner._update_dag_run_state_for_paused_dags = _update_dag_run_state_for_paused_dags  # type: ignore[method-assign]
     DagRun.update_state = update_state  # type: ignore[method-assign]
