@@ -7,11 +7,8 @@ Everything a user sees is checked through Airflow's REST API.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test
+from conftest import EXAMPLES, ROOT, Api, Queues, airflow_dag_test
 from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.local_stack import LocalStack
 from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
@@ -60,32 +57,6 @@ def stack(temporal_server: DevServer, queues: Queues) -> Iterator[LocalStack]:
     finally:
         stack.temporal = None  # owned by the session fixture
         stack.stop()
-
-
-class Api:
-    """Airflow's public REST API (all-admins auth: no token needed)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.base}/api/v2/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return json.load(response)
-
-    def run(self, dag_id: str, run_id: str) -> dict:
-        return self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
-        found = self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")
-        return {ti["task_id"]: ti for ti in found["task_instances"]}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self.request("GET", path)["value"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,184 @@
+"""The orchestrator plugin with the real `airflow scheduler`, dag-processor and api-server running.
+
+Runs of DAGs tagged `temporal` go to Temporal (REST API triggers and the timetable alike), exactly
+once; other DAGs keep Airflow's LocalExecutor; marking a run failed cancels its workflow; clearing a
+task re-executes it through Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from conftest import ROOT, Api
+from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.orchestrator.bridge import workflow_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep")]
+
+DAGS = ROOT / "tests" / "orchestrated_dags"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix="orchestrated-stack-")), DAGS)
+    try:
+        stack.start_services()
+        stack.start_api_server()
+        stack.start_dag_processor()
+        stack.start_scheduler()
+        stack.start_workers()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> Api:
+    return Api(stack.api_url)
+
+
+@pytest.fixture
+async def temporal(stack: LocalStack) -> Client:
+    assert stack.temporal is not None
+    return await Client.connect(stack.temporal.address)
+
+
+async def _eventually(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trigger(api: Api, dag_id: str, conf: dict | None = None) -> str:
+    return api.request("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})["dag_run_id"]
+
+
+def _state(api: Api, dag_id: str, run_id: str) -> str:
+    return api.run(dag_id, run_id)["state"]
+
+
+async def _executions(client: Client, wid: str) -> list[Any]:
+    return [e async for e in client.list_workflows(f"WorkflowId = '{wid}'")]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_rest_api_trigger_runs_as_exactly_one_workflow(api: Api, temporal: Client, stack: LocalStack) -> None:
+    run_id = _trigger(api, "managed_chain")
+    await _eventually(lambda: _state(api, "managed_chain", run_id) == "success", 180, "managed_chain to succeed")
+    assert {t: ti["state"] for t, ti in api.task_instances("managed_chain", run_id).items()} == {
+        "first": "success",
+        "second": "success",
+        "third": "success",
+    }
+    assert api.xcom("managed_chain", run_id, "third") == 3
+    executions = await _executions(temporal, workflow_id("managed_chain", run_id))
+    assert len(executions) == 1 and executions[0].status == WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_scheduled_run_is_executed_by_temporal(api: Api, temporal: Client) -> None:
+    def finished_scheduled_run() -> dict | None:
+        runs = api.request("GET", "dags/managed_scheduled/dagRuns")["dag_runs"]
+        done = [r for r in runs if r["run_type"] == "scheduled" and r["state"] == "success"]
+        return done[0] if done else None
+
+    run = await _eventually(finished_scheduled_run, 180, "a scheduled run of managed_scheduled")
+    assert api.xcom("managed_scheduled", run["dag_run_id"], "tick") == run["dag_run_id"]
+    executions = await _executions(temporal, workflow_id("managed_scheduled", run["dag_run_id"]))
+    assert len(executions) == 1
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_unmanaged_dag_runs_on_airflows_executor_and_scheduler_never_queues_managed_tasks(
+    api: Api, temporal: Client, stack: LocalStack
+) -> None:
+    run_id = _trigger(api, "unmanaged")
+    await _eventually(lambda: _state(api, "unmanaged", run_id) == "success", 180, "unmanaged to succeed")
+    assert api.xcom("unmanaged", run_id, "on_airflow_executor") == "ran on LocalExecutor"
+    assert await _executions(temporal, workflow_id("unmanaged", run_id)) == []
+    scheduler_log = stack.log_path("scheduler").read_text()
+    assert "<TaskInstance: unmanaged.on_airflow_executor" in scheduler_log  # the executor path is logged
+    for managed in ("managed_chain.", "managed_scheduled."):
+        assert f"<TaskInstance: {managed}" not in scheduler_log
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_marking_a_run_failed_cancels_its_workflow(api: Api, temporal: Client) -> None:
+    run_id = _trigger(api, "managed_chain", {"seconds": 60})
+    await _eventually(
+        lambda: api.task_instances("managed_chain", run_id)["second"]["state"] == "running", 180, "`second` running"
+    )
+    api.request("PATCH", f"dags/managed_chain/dagRuns/{urllib.parse.quote(run_id)}", {"state": "failed"})
+    handle = temporal.get_workflow_handle(workflow_id("managed_chain", run_id))
+
+    async def cancelled() -> bool:
+        return (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+    deadline = time.monotonic() + 120
+    while not await cancelled():
+        assert time.monotonic() < deadline, "workflow was not cancelled"
+        await asyncio.sleep(1)
+    assert _state(api, "managed_chain", run_id) == "failed"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_clearing_a_task_reruns_it_through_temporal(api: Api, temporal: Client) -> None:
+    run_id = _trigger(api, "managed_chain")
+    await _eventually(lambda: _state(api, "managed_chain", run_id) == "success", 180, "managed_chain to succeed")
+    api.request(
+        "POST",
+        "dags/managed_chain/clearTaskInstances",
+        {"dry_run": False, "task_ids": ["third"], "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
+    )
+
+    def rerun_done() -> dict | None:
+        tis = api.task_instances("managed_chain", run_id)
+        return tis if tis["third"]["try_number"] == 2 and _state(api, "managed_chain", run_id) == "success" else None
+
+    tis = await _eventually(rerun_done, 180, "`third` to re-run")
+    assert (tis["first"]["try_number"], tis["second"]["try_number"]) == (1, 1)  # not re-run
+    executions = await _executions(temporal, workflow_id("managed_chain", run_id))
+    assert len(executions) == 2  # the original run and the one the clear started
+
+
+def test_plugin_installs_and_loads_without_the_worker_packages(tmp_path: Path) -> None:
+    """`pip install` of the orchestrator alone registers the plugin; no workflow/activity code comes along."""
+    venv = tmp_path / "venv"
+    uv = (
+        ["uv"] if subprocess.run(["which", "uv"], capture_output=True).returncode == 0 else [sys.executable, "-m", "uv"]
+    )
+    subprocess.run([*uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [*uv, "pip", "install", "-q", "-p", str(python), str(ROOT / "packages" / "models"),
+         str(ROOT / "packages" / "orchestrator")],
+        check=True, timeout=900,
+    )  # fmt: skip
+    probe = (
+        "import importlib.util, json;"
+        "from airflow import plugins_manager as pm;"
+        "print(json.dumps({'plugins': [p['name'] for p in pm.get_plugin_info() if p['listeners']],"
+        " 'workers': [m for m in ('temporal_airflow.workflows', 'temporal_airflow.activities')"
+        " if importlib.util.find_spec(m)]}))"
+    )
+    env = {"AIRFLOW_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "temporal_orchestrator" in found["plugins"]
+    assert found["workers"] == []
