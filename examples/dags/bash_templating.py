@@ -12,7 +12,7 @@ from airflow.sdk import dag
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     params={"greeting": "hello"},
-    tags=["example"],
+    tags=["example", "temporal"],
 )
 def example_bash_templating():
     greet = BashOperator(

@@ -13,7 +13,7 @@ from airflow.sdk import dag, task
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     params={"route": "fast"},
-    tags=["example"],
+    tags=["example", "temporal"],
 )
 def example_branching():
     @task.branch

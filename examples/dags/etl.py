@@ -6,7 +6,7 @@ import pendulum
 from airflow.sdk import dag, task, task_group
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example"])
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example", "temporal"])
 def example_etl():
     @task
     def create_workspace() -> str:

@@ -8,7 +8,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example"])
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example", "temporal"])
 def example_flaky_retry():
     @task(retries=2, retry_delay=timedelta(seconds=2))
     def flaky(**context) -> int:

@@ -25,7 +25,7 @@ RULES = {
 }
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example"])
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["example", "temporal"])
 def example_trigger_rules():
     @task
     def ok() -> str:
