@@ -10,12 +10,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 # Airflow reads AIRFLOW_HOME at import time: set it before anything imports Airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="temporal-airflow-test-home-")
@@ -153,29 +150,3 @@ def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"dag.test() gave no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT ") :])
-
-
-class Api:
-    """Airflow's public REST API (all-admins auth: no token needed)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.base}/api/v2/{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return json.load(response)
-
-    def run(self, dag_id: str, run_id: str) -> dict:
-        return self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
-        found = self.request("GET", f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")
-        return {ti["task_id"]: ti for ti in found["task_instances"]}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self.request("GET", path)["value"]

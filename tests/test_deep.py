@@ -18,7 +18,8 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from conftest import EXAMPLES, ROOT, Api, Queues, airflow_dag_test
+from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test
+from temporal_airflow.activities.airflow_rest import AirflowRest
 from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.local_stack import LocalStack
 from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
@@ -60,8 +61,8 @@ def stack(temporal_server: DevServer, queues: Queues) -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def api(stack: LocalStack) -> Api:
-    return Api(stack.api_url)
+def api(stack: LocalStack) -> AirflowRest:
+    return AirflowRest(stack.api_url)
 
 
 async def start_deep(client: Client, queues: Queues, dag_id: str, **fields: Any) -> WorkflowHandle:
@@ -84,13 +85,13 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _run_id_from(api: Api, dag_id: str) -> str | None:
+def _run_id_from(api: AirflowRest, dag_id: str) -> str | None:
     runs = api.request("GET", f"dags/{dag_id}/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
     return runs[0]["dag_run_id"] if runs else None
 
 
 async def test_ui_sees_the_run_live_then_final_states_and_xcoms(
-    client: Client, queues: Queues, workflow_worker: None, api: Api
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
 ) -> None:
     handle = await start_deep(client, queues, "deep_progress", conf={"seconds": 8})
     run_id = await wait_until(lambda: _run_id_from(api, "deep_progress"), 120, "the DagRun to appear")
@@ -116,7 +117,7 @@ async def test_ui_sees_the_run_live_then_final_states_and_xcoms(
 
 
 async def test_final_states_in_airflow_match_dag_test(
-    client: Client, queues: Queues, workflow_worker: None, api: Api, reference_home: str
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, reference_home: str
 ) -> None:
     result = await (await start_deep(client, queues, "example_trigger_rules")).result()
     in_airflow = {t: ti["state"] for t, ti in api.task_instances("example_trigger_rules", result.run_id).items()}
@@ -126,7 +127,7 @@ async def test_final_states_in_airflow_match_dag_test(
 
 
 async def test_task_reads_connection_and_variable_from_airflow_db(
-    client: Client, queues: Queues, workflow_worker: None, api: Api
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
 ) -> None:
     api.request("POST", "variables", {"key": "deep_greeting", "value": "hello"})
     handle = await start_deep(client, queues, "deep_secrets")
@@ -150,7 +151,7 @@ async def test_unknown_dag_fails_clearly_without_retrying(
 
 
 async def test_run_survives_a_database_outage(
-    client: Client, queues: Queues, workflow_worker: None, api: Api, stack: LocalStack
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, stack: LocalStack
 ) -> None:
     handle = await start_deep(client, queues, "deep_progress", conf={"seconds": 12})
     run_id = await wait_until(
@@ -183,6 +184,6 @@ async def test_run_survives_a_database_outage(
     assert api.xcom("deep_progress", run_id, "finish") == "30 from db"
 
 
-def _newest_is_running(api: Api) -> bool:
+def _newest_is_running(api: AirflowRest) -> bool:
     runs = api.request("GET", "dags/deep_progress/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
     return bool(runs) and runs[0]["state"] == "running"

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from conftest import ROOT, Api
+from conftest import ROOT
+from temporal_airflow.activities.airflow_rest import AirflowRest
 from temporal_airflow.activities.local_stack import LocalStack
 from temporal_airflow.orchestrator.bridge import workflow_id
 
@@ -45,8 +46,8 @@ def stack() -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="module")
-def api(stack: LocalStack) -> Api:
-    return Api(stack.api_url)
+def api(stack: LocalStack) -> AirflowRest:
+    return AirflowRest(stack.api_url)
 
 
 @pytest.fixture
@@ -64,11 +65,7 @@ async def _eventually(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _trigger(api: Api, dag_id: str, conf: dict | None = None) -> str:
-    return api.request("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})["dag_run_id"]
-
-
-def _state(api: Api, dag_id: str, run_id: str) -> str:
+def _state(api: AirflowRest, dag_id: str, run_id: str) -> str:
     return api.run(dag_id, run_id)["state"]
 
 
@@ -77,8 +74,10 @@ async def _executions(client: Client, wid: str) -> list[Any]:
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_rest_api_trigger_runs_as_exactly_one_workflow(api: Api, temporal: Client, stack: LocalStack) -> None:
-    run_id = _trigger(api, "managed_chain")
+async def test_rest_api_trigger_runs_as_exactly_one_workflow(
+    api: AirflowRest, temporal: Client, stack: LocalStack
+) -> None:
+    run_id = api.trigger("managed_chain")
     await _eventually(lambda: _state(api, "managed_chain", run_id) == "success", 180, "managed_chain to succeed")
     assert {t: ti["state"] for t, ti in api.task_instances("managed_chain", run_id).items()} == {
         "first": "success",
@@ -91,7 +90,7 @@ async def test_rest_api_trigger_runs_as_exactly_one_workflow(api: Api, temporal:
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_scheduled_run_is_executed_by_temporal(api: Api, temporal: Client) -> None:
+async def test_scheduled_run_is_executed_by_temporal(api: AirflowRest, temporal: Client) -> None:
     def finished_scheduled_run() -> dict | None:
         runs = api.request("GET", "dags/managed_scheduled/dagRuns")["dag_runs"]
         done = [r for r in runs if r["run_type"] == "scheduled" and r["state"] == "success"]
@@ -105,9 +104,9 @@ async def test_scheduled_run_is_executed_by_temporal(api: Api, temporal: Client)
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_unmanaged_dag_runs_on_airflows_executor_and_scheduler_never_queues_managed_tasks(
-    api: Api, temporal: Client, stack: LocalStack
+    api: AirflowRest, temporal: Client, stack: LocalStack
 ) -> None:
-    run_id = _trigger(api, "unmanaged")
+    run_id = api.trigger("unmanaged")
     await _eventually(lambda: _state(api, "unmanaged", run_id) == "success", 180, "unmanaged to succeed")
     assert api.xcom("unmanaged", run_id, "on_airflow_executor") == "ran on LocalExecutor"
     assert await _executions(temporal, workflow_id("unmanaged", run_id)) == []
@@ -118,8 +117,8 @@ async def test_unmanaged_dag_runs_on_airflows_executor_and_scheduler_never_queue
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_marking_a_run_failed_cancels_its_workflow(api: Api, temporal: Client) -> None:
-    run_id = _trigger(api, "managed_chain", {"seconds": 60})
+async def test_marking_a_run_failed_cancels_its_workflow(api: AirflowRest, temporal: Client) -> None:
+    run_id = api.trigger("managed_chain", {"seconds": 60})
     await _eventually(
         lambda: api.task_instances("managed_chain", run_id)["second"]["state"] == "running", 180, "`second` running"
     )
@@ -137,8 +136,8 @@ async def test_marking_a_run_failed_cancels_its_workflow(api: Api, temporal: Cli
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_clearing_a_task_reruns_it_through_temporal(api: Api, temporal: Client) -> None:
-    run_id = _trigger(api, "managed_chain")
+async def test_clearing_a_task_reruns_it_through_temporal(api: AirflowRest, temporal: Client) -> None:
+    run_id = api.trigger("managed_chain")
     await _eventually(lambda: _state(api, "managed_chain", run_id) == "success", 180, "managed_chain to succeed")
     api.request(
         "POST",

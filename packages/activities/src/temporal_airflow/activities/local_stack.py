@@ -20,6 +20,31 @@ from temporal_airflow.activities.dev_server import DevServer, free_port
 from temporal_airflow.activities.local_postgres import LocalPostgres
 
 
+def stack_settings(
+    *, sql_alchemy_conn: str, dags_folder: str, log_folder: str, execution_api_url: str, temporal_address: str
+) -> dict[str, str]:
+    """Settings every Airflow process and worker of a deep-integration stack shares (local or containers).
+
+    Runs are handed to Temporal by the orchestrator plugin; DAGs not managed by Temporal run on the
+    LocalExecutor. Every user is admin (no login), which suits a local or test stack only.
+    """
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__CORE__DAGS_FOLDER": dags_folder,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": execution_api_url,
+        "AIRFLOW__API_AUTH__JWT_SECRET": "temporal-airflow-local-stack-secret",
+        "AIRFLOW__API__SECRET_KEY": "temporal-airflow-local-stack-secret",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": log_folder,
+        "TEMPORAL_ADDRESS": temporal_address,
+    }
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -50,22 +75,18 @@ class LocalStack:
         assert self.postgres is not None and self.temporal is not None
         env = dict(os.environ)
         env.update(
+            stack_settings(
+                sql_alchemy_conn=self.postgres.uri,
+                dags_folder=str(self.dags_folder),
+                log_folder=str(self.airflow_home / "logs"),
+                execution_api_url=f"{self.api_url}/execution/",
+                temporal_address=self.temporal.address,
+            )
+        )
+        env.update(
             AIRFLOW_HOME=str(self.airflow_home),
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=self.postgres.uri,
-            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags_folder),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.api_url}/execution/",
             AIRFLOW__API__BASE_URL=self.api_url,
             AIRFLOW__API__PORT=str(self.api_port),
-            AIRFLOW__API_AUTH__JWT_SECRET="temporal-airflow-local-stack-secret",
-            AIRFLOW__API__SECRET_KEY="temporal-airflow-local-stack-secret",
-            AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
-            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-            AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(self.airflow_home / "logs"),
-            TEMPORAL_ADDRESS=self.temporal.address,
         )
         env.pop("AIRFLOW__LOGGING__LOGGING_LEVEL", None)
         env.update(self.extra_env)
