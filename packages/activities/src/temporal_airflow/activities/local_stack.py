@@ -88,6 +88,8 @@ class LocalStack:
             AIRFLOW__API__BASE_URL=self.api_url,
             AIRFLOW__API__PORT=str(self.api_port),
         )
+        if self.temporal.ui_url:
+            env["TEMPORAL_UI_URL"] = self.temporal.ui_url
         env.pop("AIRFLOW__LOGGING__LOGGING_LEVEL", None)
         env.update(self.extra_env)
         return env

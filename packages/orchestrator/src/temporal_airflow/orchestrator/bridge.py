@@ -113,7 +113,14 @@ class TemporalBridge:
             )
             log.info("Started Temporal workflow %s", wid)
         except WorkflowAlreadyStartedError:
-            pass
+            return
+        await asyncio.to_thread(_note_temporal_run, dag_id, run_id, self.run_note(wid))
+
+    def run_note(self, wid: str) -> str:
+        """The DagRun note that tells Airflow users where their run executes (Markdown, shown in the UI)."""
+        note = f"Runs on Temporal: workflow `{wid}` in namespace `{self.settings.namespace}`."
+        link = self.settings.workflow_ui_link(wid)
+        return f"{note} [Open in the Temporal UI]({link})" if link else note
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -165,6 +172,18 @@ class TemporalBridge:
                 continue
             log.info("Cancelling Temporal workflow %s: its DagRun was %s in Airflow", execution.id, reason)
             await handle.cancel()
+
+
+def _note_temporal_run(dag_id: str, run_id: str, note: str) -> None:
+    """Set the DagRun's note, unless its user already wrote one (the trigger API and UI take a note)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if run is not None and not run.note:
+            run.note = note
 
 
 def _run_state(dag_id: str, run_id: str) -> tuple[str | None, int]:

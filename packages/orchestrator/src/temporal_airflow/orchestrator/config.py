@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
 
@@ -39,6 +40,7 @@ _ENV = {
     "managed_dags": "TEMPORAL_MANAGED_DAGS",
     "managed_tag": "TEMPORAL_MANAGED_TAG",
     "reconcile_interval": "TEMPORAL_RECONCILE_INTERVAL",
+    "ui_url": "TEMPORAL_UI_URL",
 }
 
 
@@ -66,6 +68,7 @@ class TemporalSettings:
     managed_dags: tuple[str, ...] = ()
     managed_tag: str = "temporal"
     reconcile_interval: float = 5.0
+    ui_url: str = ""
 
     @classmethod
     def load(cls) -> TemporalSettings:
@@ -82,6 +85,7 @@ class TemporalSettings:
             managed_dags=globs,
             managed_tag=_setting("managed_tag", "temporal"),
             reconcile_interval=float(_setting("reconcile_interval", "5")),
+            ui_url=_setting("ui_url").rstrip("/"),
         )
 
     def manages(self, dag_id: str, tags: set[str]) -> bool:
@@ -89,6 +93,12 @@ class TemporalSettings:
         if self.managed_tag and self.managed_tag in tags:
             return True
         return any(fnmatch.fnmatchcase(dag_id, glob) for glob in self.managed_dags)
+
+    def workflow_ui_link(self, workflow_id: str) -> str | None:
+        """The workflow's page in the Temporal UI, when ``ui_url`` is configured."""
+        if not self.ui_url:
+            return None
+        return f"{self.ui_url}/namespaces/{quote(self.namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``temporalio.client.Client.connect`` (API key and/or mTLS)."""
