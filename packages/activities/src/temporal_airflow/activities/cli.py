@@ -112,9 +112,10 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
         server = DevServer(ui_port=free_port()).start()
         address, ui_url = server.address, server.ui_url
         print(f"Started embedded Temporal dev server at {address}", file=info)
+    workers: list[Any] = []
+    running_workers: list[asyncio.Future[None]] = []
     try:
         client = await _connect(connect_client, address)
-        workers = []
         if server is not None or args.local_workers:
             from temporal_airflow.activities.child import warm_up
 
@@ -159,11 +160,12 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
             return 1
         printer.update(result.tasks)
         _report(result, workflow_id, link, args.output, out)
-        for worker in workers:
-            await worker.shutdown()
-        await asyncio.gather(*running_workers, return_exceptions=True)
         return 0 if result.state == "success" else 1
     finally:
+        # In-process workers stop before the embedded server they poll, whatever the outcome.
+        for worker in workers[: len(running_workers)]:
+            await worker.shutdown()
+        await asyncio.gather(*running_workers, return_exceptions=True)
         if server is not None:
             server.stop()
 

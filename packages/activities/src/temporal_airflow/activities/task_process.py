@@ -12,6 +12,7 @@ import os
 import socket
 import traceback
 import uuid
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,6 +191,9 @@ def preload() -> None:
     import airflow.serialization.serialized_objects  # noqa: F401
     import httpx  # noqa: F401
 
+    # Airflow's in-process Execution API sits on Starlette's TestClient, which warns about httpx on
+    # every start; the warning is about Airflow's internals, not the user's DAG, so keep logs clean.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     if os.environ.get("TEMPORAL_AIRFLOW_PRELOAD_EXECUTION_API", "1") == "1":
         _build_execution_api()
 
