@@ -49,3 +49,12 @@ def wait_for_text(page: Page, url: str, expected: dict[str, str], timeout: float
             return
         time.sleep(2)
     raise AssertionError(f"the UI at {url} did not show {expected} within {timeout}s; last seen {seen}")
+
+
+def grid_cells_with_state(page: Page, run_id: str, task_ids: list[str]) -> list[str]:
+    """Tasks whose cell in the grid view's column for ``run_id`` carries a state badge."""
+    return [
+        task_id
+        for task_id in task_ids
+        if page.locator(f'[data-testid="grid-{run_id}-{task_id}"] [data-testid="task-state-badge"]').count()
+    ]

@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 from temporalio.client import WorkflowExecutionStatus
 
 from e2e_harness import Deployment, eventually, screenshot
-from e2e_ui import run_url, task_row, task_url, wait_for_text
+from e2e_ui import grid_cells_with_state, run_url, task_row, task_url, wait_for_text
 
 
 def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deployment, page: Page) -> None:
@@ -32,6 +32,8 @@ def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deploym
 
     assert deployment.wait_for_run_state("e2e_pipeline", run_id, {"success", "failed"}) == "success"
     wait_for_text(page, url, {"extract": "Success", "transform": "Success", "load": "Success"})
+    tasks = ["extract", "transform", "load"]
+    assert grid_cells_with_state(page, run_id, tasks) == tasks
     wid = f"airflow-e2e_pipeline-{run_id}"
     expect(page.get_by_text("Runs on Temporal: workflow")).to_be_visible()
     expect(page.get_by_text(wid).first).to_be_visible()
