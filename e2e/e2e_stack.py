@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from temporal_airflow.activities.local_stack import LocalStack, stack_settings
+from temporal_airflow.activities.local_stack import LocalStack, stack_settings, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -63,19 +60,6 @@ def choose_mode() -> str:
 
 def create_stack(mode: str, workdir: Path) -> Stack:
     return ContainerStack(workdir) if mode == "docker" else LocalProcessStack(workdir)
-
-
-def wait_http(url: str, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} did not answer at {url} within {timeout}s")
 
 
 class LocalProcessStack:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,22 @@ def stack_settings(
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": log_folder,
         "TEMPORAL_ADDRESS": temporal_address,
     }
+
+
+def wait_http(url: str, timeout: float, what: str, check_alive: Callable[[], None] | None = None) -> None:
+    """Wait until ``url`` answers below 500; ``check_alive`` may raise early when a component died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check_alive is not None:
+            check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not answer at {url} within {timeout}s")
 
 
 def _bin(name: str) -> str:
@@ -147,19 +164,12 @@ class LocalStack:
         self.start_process(name, [_bin("temporal-airflow"), "worker", "activities"], env=env)
 
     def wait_http(self, url: str, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.processes.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status < 500:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{what} did not answer at {url} within {timeout}s")
+        wait_http(url, timeout, what, check_alive=self._check_alive)
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         proc = self.processes.pop(name, None)

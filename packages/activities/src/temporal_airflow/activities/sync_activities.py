@@ -76,20 +76,6 @@ def _scheduler_dag(dag_id: str, session: Any) -> Any:
     return model
 
 
-def _run_context(run: Any) -> RunContext:
-    return RunContext(
-        dag_id=run.dag_id,
-        run_id=run.run_id,
-        run_type=str(run.run_type),
-        run_after=run.run_after,
-        start_date=run.start_date or run.run_after,
-        logical_date=run.logical_date,
-        data_interval_start=run.data_interval_start,
-        data_interval_end=run.data_interval_end,
-        conf=dict(run.conf or {}),
-    )
-
-
 @activity.defn(name=LOAD_SERIALIZED_DAG_ACTIVITY)
 def load_serialized_dag(request: LoadSerializedDagInput) -> LoadSerializedDagResult:
     """The serialized DAG, its file and version as Airflow's DAG processor stored them."""
@@ -125,7 +111,7 @@ def create_dagrun_record(request: CreateDagRunInput) -> CreateDagRunResult:
                     run_id=existing.run_id,
                     dag_run_id=existing.id,
                     created=False,
-                    run_context=_run_context(existing),
+                    run_context=RunContext.of(existing),
                 )
         dag = _scheduler_dag(request.dag_id, session).dag
         now = datetime.now(UTC)
@@ -158,7 +144,7 @@ def create_dagrun_record(request: CreateDagRunInput) -> CreateDagRunResult:
                 non_retryable=True,
             ) from err
         session.flush()
-        return CreateDagRunResult(run_id=run.run_id, dag_run_id=run.id, created=True, run_context=_run_context(run))
+        return CreateDagRunResult(run_id=run.run_id, dag_run_id=run.id, created=True, run_context=RunContext.of(run))
 
 
 @activity.defn(name=ENSURE_TASK_INSTANCES_ACTIVITY)

@@ -99,6 +99,21 @@ class RunContext:
     data_interval_end: datetime | None = None
     conf: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, dag_run: Any) -> RunContext:
+        """The context of an Airflow ``DagRun`` (read by attribute: no Airflow import here)."""
+        return cls(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            run_type=str(dag_run.run_type),
+            run_after=dag_run.run_after,
+            start_date=dag_run.start_date or dag_run.run_after,
+            logical_date=dag_run.logical_date,
+            data_interval_start=dag_run.data_interval_start,
+            data_interval_end=dag_run.data_interval_end,
+            conf=dict(dag_run.conf or {}),
+        )
+
 
 @dataclass
 class ActivityTaskInput:

@@ -135,18 +135,7 @@ class LocalDagRun:
         return int(self.dag.max_active_tasks)
 
     def run_context(self) -> RunContext:
-        dr = self.dag_run
-        return RunContext(
-            dag_id=dr.dag_id,
-            run_id=dr.run_id,
-            run_type=str(dr.run_type),
-            run_after=dr.run_after,
-            start_date=dr.start_date or dr.run_after,
-            logical_date=dr.logical_date,
-            data_interval_start=dr.data_interval_start,
-            data_interval_end=dr.data_interval_end,
-            conf=dict(dr.conf or {}),
-        )
+        return RunContext.of(self.dag_run)
 
     def ancestors(self, task_id: str) -> list[str]:
         """Every task upstream of ``task_id``, sorted (their XComs are pullable by this task)."""
