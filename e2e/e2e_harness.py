@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from e2e_stack import ROOT, Endpoints, Stack
 from temporal_airflow.activities.airflow_rest import AirflowRest
+from temporal_airflow.models.converter import data_converter
 
 ARTIFACTS = ROOT / ".artifacts" / "e2e"
 CHROMIUM = os.environ.get("TEMPORAL_AIRFLOW_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -93,7 +94,9 @@ class Deployment:
         """Run ``call`` with a Temporal client on a thread of its own (Playwright's sync API owns this one)."""
 
         async def connected() -> T:
-            client = await Client.connect(self.endpoints.temporal_address, namespace=self.endpoints.namespace)
+            client = await Client.connect(
+                self.endpoints.temporal_address, namespace=self.endpoints.namespace, data_converter=data_converter()
+            )
             return await call(client)
 
         with ThreadPoolExecutor(1) as pool:

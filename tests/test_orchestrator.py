@@ -24,6 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from conftest import ROOT
 from temporal_airflow.activities.airflow_rest import AirflowRest
 from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.bridge import workflow_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep")]
@@ -53,7 +54,7 @@ def api(stack: LocalStack) -> AirflowRest:
 @pytest.fixture
 async def temporal(stack: LocalStack) -> Client:
     assert stack.temporal is not None
-    return await Client.connect(stack.temporal.address)
+    return await Client.connect(stack.temporal.address, data_converter=data_converter())
 
 
 async def _eventually(predicate: Any, timeout: float, what: str) -> Any:

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from temporal_airflow.models import DEEP_WORKFLOW, DeepDagExecutionInput, RunProgress
+from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.managed import ManagedDags
 
@@ -69,7 +70,7 @@ class TemporalBridge:
         if self._client is None:
             from temporalio.client import Client
 
-            self._client = await Client.connect(**self.settings.connect_kwargs())
+            self._client = await Client.connect(**self.settings.connect_kwargs(), data_converter=data_converter())
         return self._client
 
     async def _ensure_started_logged(self, dag_id: str, run_id: str) -> None:

@@ -9,6 +9,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
+from temporal_airflow.models.converter import data_converter
 from temporal_airflow.workflows import clock
 from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
 from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
@@ -33,7 +34,7 @@ async def connect_client(address: str | None = None) -> Client:
     if address:
         config["target_host"] = address
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config)
+    return await Client.connect(**config, data_converter=data_converter())
 
 
 def create_workflow_worker(client: Client, task_queue: str | None = None) -> Worker:

@@ -1,0 +1,139 @@
+"""The data converter every temporal-airflow client and worker shares.
+
+Whatever crosses Temporal is written by this converter, so every component must build it the same way:
+the orchestrator that starts runs, the workflow worker and the activity worker. It adds two things to the
+SDK's default converter, both the SDK's own mechanisms:
+
+- **claim-check storage** (:class:`temporalio.converter.ExternalStorage`): any payload above a threshold
+  (a large serialized DAG, a big conf, a fan-in of many XComs) is written to a storage driver and only a
+  small reference enters workflow history. The driver is a local folder for one machine (the CLI and the
+  local stack), or the SDK's S3 / GCS drivers for a real deployment. XCom values above a small inline size
+  are stored through the same driver one by one (:mod:`temporal_airflow.models.xcom_store`), so a task's
+  input carries references, never the values.
+
+Configuration (environment, read by :func:`data_converter`):
+
+``TEMPORAL_AIRFLOW_PAYLOAD_STORAGE``
+    ``off`` (no external storage: large payloads hit Temporal's 2 MB limit and fail with a clear error),
+    or a folder path / ``file:///path`` (default: ``~/.cache/temporal-airflow/payloads``). All workers
+    and clients of one namespace must use the same store: a shared mount, or the SDK's S3 / GCS driver
+    given in code (``StorageSettings(driver=S3StorageDriver(...))``).
+``TEMPORAL_AIRFLOW_PAYLOAD_THRESHOLD``
+    payload size in bytes from which a payload is stored externally (default 131072).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    DataConverter,
+    ExternalStorage,
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+)
+
+STORAGE_ENV = "TEMPORAL_AIRFLOW_PAYLOAD_STORAGE"
+THRESHOLD_ENV = "TEMPORAL_AIRFLOW_PAYLOAD_THRESHOLD"
+DEFAULT_THRESHOLD = 128 * 1024
+
+
+class LocalFileStorageDriver(StorageDriver):
+    """Content-addressed payload files in one folder (a single machine or a shared mount).
+
+    A payload is stored once under the SHA-256 of its bytes, so retried activities and replays that
+    store the same payload again write nothing new.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], name: str = "local-file") -> None:
+        self.root = Path(root).expanduser()
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def type(self) -> str:
+        return "temporal-airflow.local-file"
+
+    def _path(self, digest: str) -> Path:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"malformed payload claim {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def _store_one(self, payload: Payload) -> StorageDriverClaim:
+        data = payload.SerializeToString(deterministic=True)
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return StorageDriverClaim(claim_data={"sha256": digest})
+
+    def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
+        path = self._path(claim.claim_data["sha256"])
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"stored payload {path} is missing: every worker and client must share the payload store "
+                f"({STORAGE_ENV})"
+            ) from None
+        payload = Payload()
+        payload.ParseFromString(data)
+        return payload
+
+    async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
+        return await asyncio.to_thread(lambda: [self._store_one(p) for p in payloads])
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        return await asyncio.to_thread(lambda: [self._retrieve_one(c) for c in claims])
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where large payloads go; ``driver`` is ``None`` when external storage is off."""
+
+    driver: StorageDriver | None
+    threshold: int = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_env(cls) -> StorageSettings:
+        spec = os.environ.get(STORAGE_ENV, "").strip()
+        threshold = int(os.environ.get(THRESHOLD_ENV, DEFAULT_THRESHOLD))
+        return cls(driver=storage_driver(spec), threshold=threshold)
+
+    def external_storage(self) -> ExternalStorage | None:
+        if self.driver is None:
+            return None
+        return ExternalStorage(drivers=[self.driver], payload_size_threshold=self.threshold)
+
+
+def storage_driver(spec: str) -> StorageDriver | None:
+    """The driver a ``TEMPORAL_AIRFLOW_PAYLOAD_STORAGE`` value names (see the module docstring)."""
+    if spec.lower() in ("off", "none", "false", "0"):
+        return None
+    if "://" in spec and not spec.startswith("file://"):
+        raise ValueError(
+            f"{STORAGE_ENV}={spec!r}: only a folder or file:// URL can be configured by environment; pass the "
+            "SDK's S3StorageDriver or GCSStorageDriver (temporalio.contrib) to TemporalAirflowPlugin(storage=...)"
+        )
+    path = spec.removeprefix("file://") or os.path.join("~", ".cache", "temporal-airflow", "payloads")
+    return LocalFileStorageDriver(path)
+
+
+def data_converter(storage: StorageSettings | None = None) -> DataConverter:
+    """The converter for every client and worker (environment configuration unless given)."""
+    storage = storage or StorageSettings.from_env()
+    return DataConverter(external_storage=storage.external_storage())
