@@ -1,8 +1,13 @@
 """The data converter every temporal-airflow client and worker shares.
 
 Whatever crosses Temporal is written by this converter, so every component must build it the same way:
-the orchestrator that starts runs, the workflow worker and the activity worker. It adds two things to the
-SDK's default converter, both the SDK's own mechanisms:
+the orchestrator that starts runs, the workflow worker and the activity worker. It adds to the SDK's
+default converter, with the SDK's own mechanisms:
+
+- **encryption** (:class:`temporal_airflow.models.codec.EncryptionCodec`, a ``PayloadCodec``), when a key
+  is configured (``TEMPORAL_AIRFLOW_ENCRYPTION_KEY`` / ``_FILE``, see :mod:`temporal_airflow.models.codec`):
+  every payload, and the message and stack trace of every failure, is encrypted before it leaves the
+  process. The SDK encrypts before it stores a payload externally, so stored payloads are encrypted too.
 
 - **claim-check storage** (:class:`temporalio.converter.ExternalStorage`): any payload above a threshold
   (a large serialized DAG, a big conf, a fan-in of many XComs) is written to a storage driver and only a
@@ -20,6 +25,8 @@ Configuration (environment, read by :func:`data_converter`):
     given in code (``StorageSettings(driver=S3StorageDriver(...))``).
 ``TEMPORAL_AIRFLOW_PAYLOAD_THRESHOLD``
     payload size in bytes from which a payload is stored externally (default 131072).
+``TEMPORAL_AIRFLOW_ENCRYPTION_KEY`` / ``TEMPORAL_AIRFLOW_ENCRYPTION_KEY_FILE``
+    base64 AES-256 key(s), comma-separated, the first one encrypts (default: no encryption).
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ from pathlib import Path
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
 )
+
+from temporal_airflow.models.codec import EncryptionSettings
 
 STORAGE_ENV = "TEMPORAL_AIRFLOW_PAYLOAD_STORAGE"
 THRESHOLD_ENV = "TEMPORAL_AIRFLOW_PAYLOAD_THRESHOLD"
@@ -133,7 +144,14 @@ def storage_driver(spec: str) -> StorageDriver | None:
     return LocalFileStorageDriver(path)
 
 
-def data_converter(storage: StorageSettings | None = None) -> DataConverter:
+def data_converter(
+    storage: StorageSettings | None = None, encryption: EncryptionSettings | None = None
+) -> DataConverter:
     """The converter for every client and worker (environment configuration unless given)."""
     storage = storage or StorageSettings.from_env()
-    return DataConverter(external_storage=storage.external_storage())
+    codec = (encryption or EncryptionSettings.from_env()).codec()
+    # Failure messages and stack traces (task errors) become payloads, hence encrypted, only with the latter.
+    failures = DefaultFailureConverter if codec is None else DefaultFailureConverterWithEncodedAttributes
+    return DataConverter(
+        payload_codec=codec, failure_converter_class=failures, external_storage=storage.external_storage()
+    )
