@@ -4,7 +4,9 @@ Airflow 3's task runner talks to its API server over HTTP (the Execution API) fo
 the task: the run's context, XComs, variables, connections, state changes, branch skips.
 
 * :class:`RecordingTransport` wraps any Execution-API transport and records what the try reported
-  (final state, XComs pushed, tasks to skip) for the workflow, whatever answers the calls.
+  (final state, XComs pushed, tasks to skip) for the workflow, whatever answers the calls. A state
+  update that meets a server error or a lost connection is retried until it lands: a try's outcome is
+  what the API accepted, never what it failed to record.
 * :class:`StandaloneExecutionAPI` answers those calls with no Airflow DB: from the activity's input
   (run context, upstream XComs, variables).
 * In deep mode the calls go to Airflow's own in-process Execution API on the real metadata DB.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,24 +42,60 @@ class TaskOutcome:
     retry_delay_seconds: float | None = None
     pushed_xcoms: dict[tuple[str, int], XComEntry] = field(default_factory=dict)
     skipped_task_ids: list[str] = field(default_factory=list)
+    #: A state the API never accepted, however long it was retried (the try's outcome is unknown to it).
+    undelivered_state: str | None = None
 
 
 _XCOM_PATH = re.compile(r"/?xcoms/[^/]+/[^/]+/(?P<task_id>[^/]+)/(?P<key>[^/]+)")
 
 
 class RecordingTransport(httpx.BaseTransport):
-    """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`."""
+    """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`.
 
-    def __init__(self, inner: httpx.BaseTransport, keep_xcom_values: bool = True) -> None:
+    State updates (``PATCH .../state``: success, failed, up_for_retry, skipped...) that get a 5xx or
+    raise (connection lost; the in-process API raises its DB's errors) are retried with a backoff, for
+    at most ``state_retry_seconds`` over the whole try, before the last failure is passed on.
+    """
+
+    def __init__(
+        self, inner: httpx.BaseTransport, keep_xcom_values: bool = True, state_retry_seconds: float = 120.0
+    ) -> None:
         self.inner = inner
         self.keep_xcom_values = keep_xcom_values
+        self.state_retry_seconds = state_retry_seconds
         self.outcome = TaskOutcome()
+        self._state_deadline: float | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
+        if request.method == "PATCH" and request.url.path.endswith("/state"):
+            response = self._deliver_state(request)
+        else:
+            response = self.inner.handle_request(request)
         if response.status_code < 400:
             self._observe(request)
         return response
+
+    def _deliver_state(self, request: httpx.Request) -> httpx.Response:
+        delay = 0.5
+        while True:
+            answer: httpx.Response | Exception
+            try:
+                answer = self.inner.handle_request(request)
+            except Exception as err:
+                answer = err
+            if isinstance(answer, httpx.Response) and answer.status_code < 500:
+                self.outcome.undelivered_state = None
+                return answer
+            if self._state_deadline is None:
+                self._state_deadline = time.monotonic() + self.state_retry_seconds
+            if time.monotonic() + delay > self._state_deadline:
+                self.outcome.undelivered_state = json.loads(request.content)["state"]
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+            log.warning("Execution API did not record the task's state; retrying", failure=_describe(answer))
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _observe(self, request: httpx.Request) -> None:
         path = request.url.path
@@ -223,6 +262,12 @@ class StandaloneExecutionAPI:
     def _connection(self, request: httpx.Request, conn_id: str) -> httpx.Response:
         # Connections come from the worker's environment / secrets backend, checked before this.
         return _error(404, f"Connection {conn_id} not found", reason="not_found")
+
+
+def _describe(failure: Exception | httpx.Response) -> str:
+    if isinstance(failure, httpx.Response):
+        return f"HTTP {failure.status_code}: {failure.text[:200]}"
+    return f"{type(failure).__name__}: {failure}"
 
 
 def _iso(value: Any) -> str | None:

@@ -4,6 +4,10 @@ A fresh process per try keeps tries apart: module globals of the Task SDK's runn
 own globals, environment variables and signal handlers never leak between concurrent tasks, and a
 task that hangs or crashes takes nothing else down. Children are forked from a *forkserver* that has
 Airflow pre-imported, so a try starts in milliseconds rather than seconds.
+
+Whatever a child sends back may enter workflow history, so its error texts go through Airflow's secrets
+masker first: the passwords of the connections and the values of the sensitive variables the task read
+(registered with the masker in this process when they were read) come back as ``***``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import warnings
 from datetime import UTC, datetime
 from typing import Any
 
+from temporal_airflow.activities.dag_paths import DAG_OUTSIDE_FOLDERS_ERROR, DagPathRefused, check_dag_path
 from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
@@ -23,7 +28,11 @@ from temporal_airflow.models import (
     ActivityTaskInput,
     LoadDagFileInput,
     TaskExecutionResult,
+    XComEntry,
 )
+
+#: States a try ends in. Airflow's DB holding one of them for a try means that try ran to its end.
+_ENDED_STATES = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
 
 
 class ChildError(Exception):
@@ -35,9 +44,16 @@ class ChildError(Exception):
 
 
 def load_dag(dag_path: str, dag_id: str | None) -> Any:
-    """Parse a DAG file with Airflow's DagBag; import errors name the file and the error."""
+    """Parse a DAG file with Airflow's DagBag; import errors name the file and the error.
+
+    Only files inside the worker's DAG folders are imported (:mod:`temporal_airflow.activities.dag_paths`).
+    """
     from airflow.dag_processing.dagbag import DagBag
 
+    try:
+        check_dag_path(dag_path)
+    except DagPathRefused as err:
+        raise ChildError(DAG_OUTSIDE_FOLDERS_ERROR, str(err)) from None
     if not os.path.exists(dag_path):
         raise ChildError(DAG_IMPORT_ERROR, f"DAG file not found: {dag_path}")
     bag = DagBag(dag_folder=dag_path, safe_mode=False)
@@ -77,6 +93,77 @@ def _standalone_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport
     return client, transport, uuid.uuid4(), uuid.uuid4()
 
 
+def _task_instance(session: Any, task: ActivityTaskInput) -> Any:
+    """The TaskInstance row of ``task`` in Airflow's DB (``None`` when there is none)."""
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    run = task.run
+    return session.scalar(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == run.dag_id,
+            TaskInstance.run_id == run.run_id,
+            TaskInstance.task_id == task.task_id,
+            TaskInstance.map_index == task.map_index,
+        )
+    )
+
+
+def _recorded_outcome(task: ActivityTaskInput, downstream_task_ids: set[str]) -> TaskExecutionResult | None:
+    """The outcome Airflow's DB holds for this try, if it already ended.
+
+    Temporal redelivers an activity whose completion was lost (worker died just after the try, timeout
+    while reporting): the try must not run a second time, its recorded outcome is the result. The try's
+    mapped length (for downstream mapping) and the direct downstream tasks it skipped are read back too.
+    """
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskmap import TaskMap
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    run = task.run
+    with create_session() as session:
+        ti = _task_instance(session, task)
+        if ti is None or ti.try_number != task.try_number or _plain(ti.state) not in _ENDED_STATES:
+            return None
+        state = _plain(ti.state)
+        mapped_length = session.scalar(
+            select(TaskMap.length).where(
+                TaskMap.dag_id == run.dag_id,
+                TaskMap.run_id == run.run_id,
+                TaskMap.task_id == task.task_id,
+                TaskMap.map_index == task.map_index,
+            )
+        )
+        skipped = session.scalars(
+            select(TaskInstance.task_id).where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.task_id.in_(downstream_task_ids),
+                TaskInstance.state == "skipped",
+            )
+        ).all()
+        return TaskExecutionResult(
+            task_id=task.task_id,
+            map_index=task.map_index,
+            try_number=task.try_number,
+            state=state,
+            start_date=ti.start_date or ti.end_date or datetime.now(UTC),
+            end_date=ti.end_date or datetime.now(UTC),
+            xcoms=[]
+            if mapped_length is None
+            else [
+                XComEntry(task.task_id, "return_value", "null", map_index=task.map_index, mapped_length=mapped_length)
+            ],
+            skipped_task_ids=sorted(set(skipped)),
+            error=f"try {task.try_number} had already ended {state} when its activity was delivered again; it was "
+            "not run again (its error is in its log)"
+            if state in ("failed", "up_for_retry")
+            else None,
+            hostname=ti.hostname,
+        )
+
+
 def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid.UUID, uuid.UUID]:
     """Airflow's own Execution API on the metadata DB; the TaskInstance row is queued for this try.
 
@@ -84,27 +171,15 @@ def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid
     through Airflow's API code, so the UI and REST API see the try as it happens, and connections and
     variables are read from the DB (and any secrets backend) as under Airflow's own workers.
     """
-    from airflow import settings
     from airflow.api_fastapi.common.dagbag import dag_bag_from_app
     from airflow.models.dagbag import DBDagBag
-    from airflow.models.taskinstance import TaskInstance
     from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor, in_process_api_server
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
 
-    settings.dispose_orm()  # never share the forked parent's DB connections
-    settings.configure_orm()
     run = task.run
     with create_session() as session:
-        ti = session.scalar(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == run.dag_id,
-                TaskInstance.run_id == run.run_id,
-                TaskInstance.task_id == task.task_id,
-                TaskInstance.map_index == task.map_index,
-            )
-        )
+        ti = _task_instance(session, task)
         if ti is None:
             raise ChildError(DAG_NOT_FOUND_ERROR, f"no task instance {run.dag_id}.{task.task_id} in run {run.run_id}")
         if ti.try_number < task.try_number and ti.state is not None and ti.try_number > 0:
@@ -152,8 +227,16 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     except Exception as err:
         return failed(f"{type(err).__name__}: {err}", traceback.format_exc())
 
-    make_client = _deep_client if task.deep_integration else _standalone_client
-    client, transport, ti_id, dag_version_id = make_client(task)
+    if task.deep_integration:
+        from airflow import settings
+
+        settings.dispose_orm()  # never share the forked parent's DB connections
+        settings.configure_orm()
+        if (recorded := _recorded_outcome(task, set(operator.downstream_task_ids))) is not None:
+            return recorded
+        client, transport, ti_id, dag_version_id = _deep_client(task)
+    else:
+        client, transport, ti_id, dag_version_id = _standalone_client(task)
     sdk_ti = SdkTaskInstance(
         id=ti_id,
         task_id=task.task_id,
@@ -164,12 +247,18 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         dag_version_id=dag_version_id,
     )
     outcome = run_task_in_process(ti=sdk_ti, task=operator, client=client)
+    if transport.outcome.undelivered_state is not None:
+        # The API never recorded how the try ended: fail the activity, Temporal retries it.
+        raise RuntimeError(
+            f"Airflow's Execution API did not record state {transport.outcome.undelivered_state!r} for "
+            f"{task.run.dag_id}.{task.task_id} try {task.try_number}"
+        )
     error = outcome.error
     return TaskExecutionResult(
         task_id=task.task_id,
         map_index=task.map_index,
         try_number=task.try_number,
-        state=transport.outcome.state or str(outcome.state),
+        state=transport.outcome.state or _plain(outcome.state),
         start_date=outcome.ti.start_date or started,
         end_date=datetime.now(UTC),
         xcoms=list(transport.outcome.pushed_xcoms.values()),
@@ -181,6 +270,24 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         else "".join(traceback.format_exception(type(error), error, error.__traceback__)),
         hostname=hostname,
     )
+
+
+def _plain(state: Any) -> str:
+    """A state as its plain value (``"up_for_retry"``), whether given as a str enum or a string."""
+    return str(getattr(state, "value", state))
+
+
+def _redact(text: str) -> str:
+    """``text`` with every secret registered with Airflow's secrets masker in this process as ``***``."""
+    from airflow.sdk.log import redact as airflow_redact
+
+    return str(airflow_redact(text))
+
+
+def _without_secrets(result: TaskExecutionResult) -> TaskExecutionResult:
+    result.error = None if result.error is None else _redact(result.error)
+    result.traceback = None if result.traceback is None else _redact(result.traceback)
+    return result
 
 
 def preload() -> None:
@@ -223,9 +330,9 @@ def child_main(kind: str, payload: Any, log_path: str) -> tuple[bool, Any]:
     os.close(fd)
     try:
         if kind == "task":
-            return True, run_task_try(payload)
+            return True, _without_secrets(run_task_try(payload))
         return True, serialize_dag_file(payload)
     except ChildError as err:
-        return False, (err.kind, str(err))
+        return False, (err.kind, _redact(str(err)))
     except BaseException as err:
-        return False, ("ChildProcessError", f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+        return False, ("ChildProcessError", _redact(f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
