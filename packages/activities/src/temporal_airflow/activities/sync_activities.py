@@ -243,7 +243,12 @@ def sync_task_status(batch: TaskStatusSyncBatch) -> int:
 
 @activity.defn(name=SYNC_DAGRUN_STATUS_ACTIVITY)
 def sync_dagrun_status(update: DagRunStatusSync) -> None:
-    """Write the DagRun's state (``running`` at start, final state and end date at the end)."""
+    """Write the DagRun's state (``running`` at start, final state and end date at the end).
+
+    The final state lands only on a ``running`` run: a run that is already final was marked by its user
+    (success/failed in the UI or REST API, which also cancels the workflow) or ended by the orchestrator,
+    and a ``queued`` one was cleared for a new execution; their state is not the workflow's to change.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
@@ -257,8 +262,10 @@ def sync_dagrun_status(update: DagRunStatusSync) -> None:
                 type=DAG_NOT_FOUND_ERROR,
                 non_retryable=True,
             )
-        if run.state in (DagRunState.SUCCESS, DagRunState.FAILED) and update.state == DagRunState.RUNNING:
+        if update.state == DagRunState.RUNNING and run.state in (DagRunState.SUCCESS, DagRunState.FAILED):
             return  # never reopen a finished run from a late sync
+        if update.state != DagRunState.RUNNING and run.state != DagRunState.RUNNING:
+            return  # the user's mark (or a clear) came first and wins
         run.set_state(DagRunState(update.state))
         if update.end_date is not None:
             run.end_date = update.end_date

@@ -1,17 +1,22 @@
-"""Starts and cancels the Temporal workflows of managed DagRuns, from the scheduler process.
+"""Starts, cancels and follows the Temporal workflows of managed DagRuns, from the scheduler process.
 
 A background thread owns an event loop and a Temporal client. Work arrives two ways:
 
 * fast path: the ``on_dag_run_running`` listener hands a run over right after the scheduler's
   transaction that set it running has committed;
-* reconciliation (every ``reconcile_interval`` seconds): every managed DagRun that is ``running`` in
-  Airflow's DB must have a running workflow (so a start that failed, e.g. Temporal down, is retried
-  until it succeeds, and runs survive scheduler restarts); every running workflow whose DagRun was
-  marked success/failed or deleted in Airflow is cancelled.
+* reconciliation, every ``reconcile_interval`` seconds, at a flat cost: one DB query for the running
+  managed DagRuns and one visibility query (``list_workflows``) for the running deep workflows. Only where
+  the two disagree does the pass do more, run by run, each run's error logged and the pass going on:
 
-Exactly once: the workflow id is ``airflow-{dag_id}-{run_id}``, so Temporal refuses a second start
-from another attempt or another scheduler. A cleared run (Airflow bumps ``clear_number``) gets a new
-execution under the same id; the clear number is kept in the workflow's memo.
+  - a running DagRun without a running workflow gets it started (a start that failed, e.g. while
+    Temporal was down, is retried; runs survive scheduler restarts) or, if its workflow has ended
+    (completed, failed, terminated, timed out, cancelled from Temporal; a continued-as-new chain is
+    followed by the id), the DagRun is ended: ``failed`` (or the completed workflow's own state), and none
+    of its tasks is left ``running``/``queued``/``scheduled``;
+  - a running workflow whose DagRun was marked success/failed, deleted or cleared in Airflow is cancelled.
+
+Exactly once: the workflow id (:func:`workflow_id`) names the run and its clear number, and a start
+rejects an id that already has an execution (closed) or joins the running one.
 """
 
 from __future__ import annotations
@@ -19,109 +24,132 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable
 from concurrent.futures import Future
 from typing import Any
 
-from temporal_airflow.models import DEEP_WORKFLOW, DeepDagExecutionInput, RunProgress
-from temporal_airflow.models.converter import data_converter
+from temporal_airflow.models import DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput, RunProgress
+from temporal_airflow.models.converter import StorageSettings, data_converter
+from temporal_airflow.orchestrator import airflow_db
 from temporal_airflow.orchestrator.config import TemporalSettings
-from temporal_airflow.orchestrator.managed import ManagedDags
+from temporal_airflow.orchestrator.ids import RunRef, workflow_id
+
+__all__ = ["TemporalBridge", "workflow_id"]
 
 log = logging.getLogger(__name__)
 _FINAL = ("success", "failed")
-
-
-def workflow_id(dag_id: str, run_id: str) -> str:
-    """The workflow id of a DagRun: one workflow per run."""
-    return f"airflow-{dag_id}-{run_id}"
+#: Without external payload storage a conf travels inline in several payloads; Temporal warns about
+#: payloads from 512 KiB and refuses them from 2 MiB.
+MAX_INLINE_CONF_BYTES = 512 * 1024
 
 
 class TemporalBridge:
     """Owns the thread, loop and client; safe to call from the scheduler's thread."""
 
-    def __init__(self, settings: TemporalSettings, managed: ManagedDags) -> None:
+    def __init__(self, settings: TemporalSettings) -> None:
         self.settings = settings
-        self.managed = managed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="temporal-bridge", daemon=True)
         self._client: Any = None
-        self._reconciler: Future[None] | None = None
+        self._storage = StorageSettings.from_env()
 
     def start(self) -> None:
         self._thread.start()
-        self._reconciler = asyncio.run_coroutine_threadsafe(self._reconcile_forever(), self._loop)
+        asyncio.run_coroutine_threadsafe(self._reconcile_forever(), self._loop)
 
     def stop(self) -> None:
-        if self._reconciler is not None:
-            self._reconciler.cancel()
+        try:
+            asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(5)
+        except TimeoutError:
+            log.warning("Temporal bridge: work still pending at shutdown")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def hand_over(self, dag_id: str, run_id: str) -> Future[None]:
-        """Start the run's workflow soon (never blocks the scheduler)."""
-        return asyncio.run_coroutine_threadsafe(self._ensure_started_logged(dag_id, run_id), self._loop)
-
-    def reconcile_now(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.reconcile_once(), self._loop).result(60)
+    def hand_over(self, run: RunRef) -> Future[None]:
+        """Start the run's workflow soon (never blocks the scheduler; the reconciler retries)."""
+        return asyncio.run_coroutine_threadsafe(self._isolated(run, self.ensure_started(run)), self._loop)
 
     # -- in the bridge thread ---------------------------------------------------------------------
+
+    async def _cancel_all(self) -> None:
+        """Cancel the reconciler and hand-overs in flight, and let them unwind."""
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _get_client(self) -> Any:
         if self._client is None:
             from temporalio.client import Client
 
-            self._client = await Client.connect(**self.settings.connect_kwargs(), data_converter=data_converter())
+            self._client = await Client.connect(
+                **self.settings.connect_kwargs(), data_converter=data_converter(self._storage)
+            )
         return self._client
 
-    async def _ensure_started_logged(self, dag_id: str, run_id: str) -> None:
+    async def _isolated(self, run: RunRef, work: Awaitable[None]) -> None:
+        """Run one run's work; its failure is logged and concerns that run only."""
         try:
-            await self.ensure_started(dag_id, run_id)
-        except Exception:  # the reconciler retries
-            log.exception("Could not start the Temporal workflow of %s/%s yet", dag_id, run_id)
+            await work
+        except Exception:
+            log.exception("Temporal bridge: %s failed this time (retried next pass)", run.workflow_id)
 
-    async def ensure_started(self, dag_id: str, run_id: str) -> None:
-        """Start the workflow of a running DagRun unless its execution for this clear number exists."""
-        from temporalio.client import WorkflowExecutionStatus
+    async def ensure_started(self, run: RunRef) -> None:
+        """Start the workflow of a running DagRun, or end the DagRun if its workflow already ended."""
         from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
         from temporalio.exceptions import WorkflowAlreadyStartedError
-        from temporalio.service import RPCError, RPCStatusCode
 
-        state, clear_number = await asyncio.to_thread(_run_state, dag_id, run_id)
-        if state != "running":
+        size = await asyncio.to_thread(airflow_db.conf_size, run)
+        if size is None:
+            return  # no longer running for this clear number
+        if self._storage.driver is None and size > MAX_INLINE_CONF_BYTES:
+            reason = (
+                f"its conf ({size} bytes) is larger than {MAX_INLINE_CONF_BYTES} bytes and external payload "
+                "storage is off (TEMPORAL_AIRFLOW_PAYLOAD_STORAGE)"
+            )
+            await self._end(run, "failed", f"could not be started: {reason}")
             return
         client = await self._get_client()
-        wid = workflow_id(dag_id, run_id)
-        try:
-            description = await client.get_workflow_handle(wid).describe()
-            if description.status == WorkflowExecutionStatus.RUNNING:
-                return
-            if int(await description.memo_value("clear_number", 0)) >= clear_number:
-                return
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
         try:
             await client.start_workflow(
                 DEEP_WORKFLOW,
                 DeepDagExecutionInput(
-                    dag_id=dag_id, run_id=run_id, activity_task_queue=self.settings.activity_task_queue
+                    dag_id=run.dag_id, run_id=run.run_id, activity_task_queue=self.settings.activity_task_queue
                 ),
-                id=wid,
+                id=run.workflow_id,
                 task_queue=self.settings.workflow_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                memo={"dag_id": dag_id, "run_id": run_id, "clear_number": clear_number},
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                memo={"dag_id": run.dag_id, "run_id": run.run_id, "clear_number": run.clear_number},
             )
-            log.info("Started Temporal workflow %s", wid)
         except WorkflowAlreadyStartedError:
+            await self._reflect_end(run)
             return
-        await asyncio.to_thread(_note_temporal_run, dag_id, run_id, self.run_note(wid))
+        await asyncio.to_thread(airflow_db.note_run, run, self.run_note(run.workflow_id))
 
-    def run_note(self, wid: str) -> str:
+    def run_note(self, wid: str, ending: str = "") -> str:
         """The DagRun note that tells Airflow users where their run executes (Markdown, shown in the UI)."""
-        note = f"Runs on Temporal: workflow `{wid}` in namespace `{self.settings.namespace}`."
+        note = f"{airflow_db.NOTE_PREFIX}: workflow `{wid}` in namespace `{self.settings.namespace}`{ending}."
         link = self.settings.workflow_ui_link(wid)
         return f"{note} [Open in the Temporal UI]({link})" if link else note
+
+    async def _reflect_end(self, run: RunRef) -> None:
+        """The run's workflow has closed while its DagRun is still running: end the DagRun likewise."""
+        from temporalio.client import WorkflowExecutionStatus
+
+        handle = (await self._get_client()).get_workflow_handle(run.workflow_id)
+        status = (await handle.describe()).status
+        if status == WorkflowExecutionStatus.RUNNING:
+            return  # a continued-as-new chain goes on
+        state = "failed"
+        if status == WorkflowExecutionStatus.COMPLETED:
+            state = (await handle.result(result_type=DagExecutionResult)).state
+        name = status.name if status is not None else "UNKNOWN"
+        await self._end(run, state, f" ended {name}, so the run was marked {state}")
+
+    async def _end(self, run: RunRef, state: str, ending: str) -> None:
+        if await asyncio.to_thread(airflow_db.end_run, run, state, self.run_note(run.workflow_id, ending)):
+            log.warning("DagRun %s/%s marked %s: its workflow %s", run.dag_id, run.run_id, state, ending.strip())
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -132,71 +160,46 @@ class TemporalBridge:
             await asyncio.sleep(self.settings.reconcile_interval)
 
     async def reconcile_once(self) -> None:
-        for dag_id, run_id in await asyncio.to_thread(self._running_managed_runs):
-            await self.ensure_started(dag_id, run_id)
-        await self._cancel_abandoned()
+        runs = set(await asyncio.to_thread(airflow_db.running_managed_runs))
+        running = await self._running_workflows()
+        following = set(running.values())
+        for run in runs - following:
+            await self._isolated(run, self.ensure_started(run))
+        for wid, named in running.items():
+            if named is not None and named not in runs:
+                await self._isolated(named, self._cancel_if_abandoned(wid, named))
+        await asyncio.to_thread(airflow_db.forget_deleted)
 
-    def _running_managed_runs(self) -> list[tuple[str, str]]:
-        from airflow.models.dagrun import DagRun
-        from airflow.utils.session import create_session
-        from airflow.utils.state import DagRunState
-        from sqlalchemy import select
-
-        with create_session() as session:
-            rows = session.execute(select(DagRun.dag_id, DagRun.run_id).where(DagRun.state == DagRunState.RUNNING))
-            return [(d, r) for d, r in rows if self.managed.is_managed(d)]
-
-    async def _cancel_abandoned(self) -> None:
-        """Cancel workflows whose DagRun was marked success/failed, deleted, or cleared meanwhile."""
+    async def _running_workflows(self) -> dict[str, RunRef | None]:
+        """Running deep workflows of this queue by id, with the run their memo names (one visibility query)."""
         client = await self._get_client()
         query = (
             f"WorkflowType = '{DEEP_WORKFLOW}' AND ExecutionStatus = 'Running' "
             f"AND TaskQueue = '{self.settings.workflow_task_queue}'"
         )
+        found: dict[str, RunRef | None] = {}
         async for execution in client.list_workflows(query):
             memo = await execution.memo()
-            dag_id, run_id = memo.get("dag_id"), memo.get("run_id")
-            if not dag_id or not run_id:
-                continue
-            state, clear_number = await asyncio.to_thread(_run_state, dag_id, run_id)
-            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            if state is None:
-                reason = "deleted"
-            elif clear_number > int(memo.get("clear_number", 0)):
-                reason = "cleared (a new execution takes over)"
-            elif state in _FINAL:
-                progress = await handle.query("progress", result_type=RunProgress)
-                if progress.state in _FINAL:
-                    continue  # the workflow finished the run itself and is wrapping up
-                reason = f"marked {state}"
-            else:
-                continue
-            log.info("Cancelling Temporal workflow %s: its DagRun was %s in Airflow", execution.id, reason)
-            await handle.cancel()
+            named = memo.get("dag_id") and memo.get("run_id")
+            found[execution.id] = (
+                RunRef(memo["dag_id"], memo["run_id"], int(memo.get("clear_number", 0))) if named else None
+            )
+        return found
 
-
-def _note_temporal_run(dag_id: str, run_id: str, note: str) -> None:
-    """Set the DagRun's note, unless its user already wrote one (the trigger API and UI take a note)."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-        if run is not None and not run.note:
-            run.note = note
-
-
-def _run_state(dag_id: str, run_id: str) -> tuple[str | None, int]:
-    """The DagRun's state and clear number in Airflow's DB (``None`` if it does not exist)."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.execute(
-            select(DagRun.state, DagRun.clear_number).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
-        ).first()
-    if row is None:
-        return None, 0
-    return (None if row[0] is None else str(row[0])), int(row[1] or 0)
+    async def _cancel_if_abandoned(self, wid: str, run: RunRef) -> None:
+        """Cancel the workflow if its DagRun was marked success/failed, deleted, or cleared meanwhile."""
+        row = await asyncio.to_thread(airflow_db.run_row, run.dag_id, run.run_id)
+        handle = (await self._get_client()).get_workflow_handle(wid)
+        if row.state is None:
+            reason = "deleted"
+        elif row.clear_number > run.clear_number:
+            reason = "cleared (a new execution takes over)"
+        elif row.state in _FINAL:
+            progress = await handle.query("progress", result_type=RunProgress)
+            if progress.state in _FINAL:
+                return  # the workflow finished the run itself and is wrapping up
+            reason = f"marked {row.state}"
+        else:
+            return
+        log.info("Cancelling Temporal workflow %s: its DagRun was %s in Airflow", wid, reason)
+        await handle.cancel()

@@ -1,4 +1,5 @@
-"""Airflow listener: installs the scheduler seam and hands running managed DagRuns to Temporal."""
+"""Airflow listener: installs the scheduler seam, records each run's decision when it starts running and
+hands the managed ones to Temporal."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from airflow.listeners import hookimpl
 from temporal_airflow.orchestrator import seam
 from temporal_airflow.orchestrator.bridge import TemporalBridge
 from temporal_airflow.orchestrator.config import TemporalSettings
-from temporal_airflow.orchestrator.managed import ManagedDags
+from temporal_airflow.orchestrator.ids import RunRef
+from temporal_airflow.orchestrator.managed import ManagedRuns, create_table
 
 log = logging.getLogger(__name__)
 _bridge: TemporalBridge | None = None
-_managed: ManagedDags | None = None
+_managed: ManagedRuns | None = None
 
 
 @hookimpl
@@ -25,7 +27,7 @@ def on_starting(component: Any) -> None:
     if _managed is not None:
         return
     settings = TemporalSettings.load()
-    _managed = ManagedDags(settings)
+    _managed = ManagedRuns(settings)
     try:
         seam.install(_managed, on_scheduler_start=lambda: _start_bridge(settings))
     except seam.SeamUnavailable as err:
@@ -38,8 +40,9 @@ def on_starting(component: Any) -> None:
 
 def _start_bridge(settings: TemporalSettings) -> None:
     global _bridge
-    if _bridge is None and _managed is not None:
-        _bridge = TemporalBridge(settings, _managed)
+    if _bridge is None:
+        create_table()
+        _bridge = TemporalBridge(settings)
         _bridge.start()
 
 
@@ -53,15 +56,13 @@ def before_stopping(component: Any) -> None:
 
 @hookimpl
 def on_dag_run_running(dag_run: Any, msg: str) -> None:
-    """Hand a managed run to Temporal once the scheduler's transaction that started it commits."""
-    if _bridge is None or _managed is None or not _managed(dag_run):
-        return
+    """Decide (once) whether the run is Temporal's, in the scheduler's transaction that starts it; hand a
+    managed run to Temporal once that transaction commits."""
     from sqlalchemy import event
     from sqlalchemy.orm import object_session
 
-    bridge, key = _bridge, (dag_run.dag_id, dag_run.run_id)
     session = object_session(dag_run)
-    if session is None:
-        bridge.hand_over(*key)
-        return
-    event.listen(session, "after_commit", lambda _session: bridge.hand_over(*key), once=True)
+    if _bridge is None or _managed is None or session is None or not _managed.decide(dag_run, session):
+        return  # not in a scheduler, or not Temporal's (a detached run is decided when first examined)
+    bridge, run = _bridge, RunRef(dag_run.dag_id, dag_run.run_id, int(dag_run.clear_number or 0))
+    event.listen(session, "after_commit", lambda _session: bridge.hand_over(run), once=True)

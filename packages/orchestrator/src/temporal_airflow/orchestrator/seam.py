@@ -3,19 +3,26 @@
 Stock Airflow 3.3 has no ``DagRunType.EXTERNAL`` and no orchestrator hook. The scheduler still does
 what we want for managed runs up to the moment a run starts: it creates runs from timetables and
 asset events, honours ``max_active_runs`` and pausing, and moves a queued run to ``running``
-(``_start_queued_dagruns``), which fires the ``on_dag_run_running`` listener that hands the run to
-Temporal. From then on, two scheduler methods would act on the run's task instances:
+(``_start_queued_dagruns``), which fires the ``on_dag_run_running`` listener that records the run's
+decision (:mod:`temporal_airflow.orchestrator.managed`) and hands it to Temporal. From then on, the
+scheduler must not act on a managed run:
 
-* ``SchedulerJobRunner._schedule_dag_run``: evaluates the run and schedules/queues its tasks on an
-  executor, fails it on ``dagrun_timeout``;
-* ``SchedulerJobRunner._update_dag_run_state_for_paused_dags``: re-evaluates runs of paused DAGs.
+* ``DagRun.get_running_dag_runs_to_examine`` picks the running runs the scheduler examines in one loop
+  (at most ``max_dagruns_per_loop_to_schedule``, those examined longest ago first). The wrap adds a
+  condition to its query that leaves out runs recorded as managed: they never take a slot from an
+  Airflow-run DAG (a managed run never gets a ``last_scheduling_decision``, so it would sort first
+  forever and starve the others) and are never row-locked by the scheduler;
+* ``SchedulerJobRunner._schedule_dag_run`` evaluates a run and schedules/queues its tasks on an executor,
+  fails it on ``dagrun_timeout``: the wrap skips managed runs (here a run without a record, created
+  directly in ``running``, gets its decision);
+* ``SchedulerJobRunner._update_dag_run_state_for_paused_dags`` re-evaluates runs of paused DAGs: the wrap
+  makes ``DagRun.update_state`` a no-op for managed runs during that pass.
 
-:func:`install` wraps exactly these two so that they skip runs of managed DAGs. The rows Temporal
-writes have no ``queued_by_job_id``, so the scheduler's other checks (tasks stuck in queued, tasks
-without heartbeat, orphan adoption) already leave them alone.
+The rows Temporal writes have no ``queued_by_job_id``, so the scheduler's other checks (tasks stuck in
+queued, tasks without heartbeat, orphan adoption) already leave them alone.
 
-A third wrap, around ``SchedulerJobRunner._execute``, only tells the plugin that this process is a
-scheduler (to start the Temporal bridge there and nowhere else).
+A last wrap, around ``SchedulerJobRunner._execute``, tells the plugin that this process is a scheduler
+(to create the decision table and start the Temporal bridge there and nowhere else).
 
 The wraps are guarded: installed only on Airflow versions they were checked against, and only if the
 methods still have the expected signatures; otherwise the scheduler refuses to start (a scheduler
@@ -27,14 +34,19 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from temporal_airflow.orchestrator.managed import ManagedRuns, managed_run_exists
 
 SUPPORTED_AIRFLOW = ("3.3.",)
 _EXPECTED = {
-    "_execute": ["self"],
-    "_schedule_dag_run": ["self", "dag_run", "session"],
-    "_update_dag_run_state_for_paused_dags": ["self", "session"],
+    "SchedulerJobRunner._execute": ["self"],
+    "SchedulerJobRunner._schedule_dag_run": ["self", "dag_run", "session"],
+    "SchedulerJobRunner._update_dag_run_state_for_paused_dags": ["self", "session"],
+    "DagRun.get_running_dag_runs_to_examine": ["session"],
+    "DagRun.update_state": ["self", "session", "execute_callbacks"],
 }
 _in_paused_pass = threading.local()
 
@@ -47,24 +59,46 @@ def check() -> None:
     """Raise :class:`SeamUnavailable` unless the seam matches the installed Airflow."""
     import airflow
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.models.dagrun import DagRun
 
     if not airflow.__version__.startswith(SUPPORTED_AIRFLOW):
         raise SeamUnavailable(
             f"temporal-airflow-orchestrator supports Airflow {', '.join(v + 'x' for v in SUPPORTED_AIRFLOW)}; "
             f"this is Airflow {airflow.__version__}. Refusing to schedule: managed DAG runs could run twice."
         )
+    owners = {"SchedulerJobRunner": SchedulerJobRunner, "DagRun": DagRun}
     for name, params in _EXPECTED.items():
-        method = getattr(SchedulerJobRunner, name, None)
+        owner, attr = name.split(".")
+        method = getattr(owners[owner], attr, None)
         if method is None or list(inspect.signature(method).parameters)[: len(params)] != params:
-            raise SeamUnavailable(f"SchedulerJobRunner.{name} is missing or changed in Airflow {airflow.__version__}")
+            raise SeamUnavailable(f"{name} is missing or changed in Airflow {airflow.__version__}")
 
 
-def install(is_managed: Callable[[Any], bool], on_scheduler_start: Callable[[], None]) -> None:
-    """Make the scheduler skip runs for which ``is_managed(dag_run)`` is true, and call
+@contextmanager
+def _without_managed_runs(session: Any) -> Iterator[None]:
+    """While inside, every ORM query of ``DagRun`` on ``session`` leaves out runs recorded as managed."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import event
+    from sqlalchemy.orm import with_loader_criteria
+
+    def exclude(state: Any) -> None:
+        if state.is_select:
+            state.statement = state.statement.options(with_loader_criteria(DagRun, ~managed_run_exists(DagRun)))
+
+    event.listen(session, "do_orm_execute", exclude)
+    try:
+        yield
+    finally:
+        event.remove(session, "do_orm_execute", exclude)
+
+
+def install(managed: ManagedRuns, on_scheduler_start: Callable[[], None]) -> None:
+    """Make the scheduler leave alone the runs ``managed`` records as Temporal's, and call
     ``on_scheduler_start`` when a scheduler starts its loop. Idempotent."""
     check()
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
     from airflow.models.dagrun import DagRun
+    from sqlalchemy.orm import object_session
 
     if getattr(SchedulerJobRunner, "_temporal_seam_installed", False):
         return
@@ -76,11 +110,18 @@ def install(is_managed: Callable[[Any], bool], on_scheduler_start: Callable[[], 
         on_scheduler_start()
         return original_execute(self)
 
+    original_examine = DagRun.get_running_dag_runs_to_examine
+
+    @functools.wraps(original_examine)
+    def get_running_dag_runs_to_examine(cls: Any, session: Any) -> Any:
+        with _without_managed_runs(session):
+            return original_examine(session=session)
+
     original_schedule = SchedulerJobRunner._schedule_dag_run
 
     @functools.wraps(original_schedule)
     def _schedule_dag_run(self: Any, dag_run: Any, session: Any) -> Any:
-        if is_managed(dag_run):
+        if managed.decide(dag_run, session):
             return None  # Temporal runs this DagRun
         return original_schedule(self, dag_run, session)
 
@@ -98,11 +139,15 @@ def install(is_managed: Callable[[Any], bool], on_scheduler_start: Callable[[], 
 
     @functools.wraps(original_update_state)
     def update_state(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_in_paused_pass, "active", False) and is_managed(self):
-            return [], None
+        if getattr(_in_paused_pass, "active", False):
+            session = object_session(self)
+            decided = managed.recorded(self, session)
+            if decided or (decided is None and managed.live(self, session)):
+                return [], None
         return original_update_state(self, *args, **kwargs)
 
     SchedulerJobRunner._execute = _execute  # type: ignore[method-assign]
+    DagRun.get_running_dag_runs_to_examine = classmethod(get_running_dag_runs_to_examine)  # type: ignore[method-assign,assignment]
     SchedulerJobRunner._schedule_dag_run = _schedule_dag_run  # type: ignore[method-assign]
     SchedulerJobRunner._update_dag_run_state_for_paused_dags = _update_dag_run_state_for_paused_dags  # type: ignore[method-assign]
     DagRun.update_state = update_state  # type: ignore[method-assign]
