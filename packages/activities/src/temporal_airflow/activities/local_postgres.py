@@ -3,13 +3,15 @@
 Used by ``temporal-airflow up`` and the test harness where no Docker engine is available. It can be
 stopped and started again on the same data directory (the tests use that to simulate an outage).
 PostgreSQL refuses to run as root; when run as root the server runs as the ``pgserver`` system user
-(created if missing, as the ``pgserver`` package itself does).
+(created if missing, as the ``pgserver`` package itself does). The server is started here (not by
+``pgserver``'s own launcher) so that it dies with the process that started it (fast shutdown).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from temporal_airflow.activities.dev_server import free_port
+from temporal_airflow.activities.processes import die_with_parent
 
 _DB_USER = "postgres"
 
@@ -89,6 +92,7 @@ class LocalPostgres:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGINT),  # fast shutdown when its starter dies
             **self._run_as,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -119,7 +123,7 @@ class LocalPostgres:
     def stop(self) -> None:
         """Fast shutdown (SIGINT), as ``pg_ctl stop -m fast``."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(2)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:

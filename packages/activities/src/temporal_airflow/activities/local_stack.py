@@ -1,12 +1,18 @@
 """A complete local deep-integration stack as plain processes: Postgres, Temporal, Airflow, workers.
 
 Used by ``temporal-airflow up``, the integration tests and the e2e harness on machines without a
-Docker engine. Every process gets free ports on 127.0.0.1 and is stopped by :meth:`LocalStack.stop`.
+Docker engine. Every process listens on 127.0.0.1 only, on free ports; it is stopped by
+:meth:`LocalStack.stop`, and gets SIGTERM from the kernel if the process that started it dies.
+Secrets are generated per work dir; Postgres data and Temporal's history stay in the work dir too, so
+a stack restarted on the same work dir has lost nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,31 +25,58 @@ from pathlib import Path
 
 from temporal_airflow.activities.dev_server import DevServer, free_port
 from temporal_airflow.activities.local_postgres import LocalPostgres
+from temporal_airflow.activities.processes import die_with_parent
 
 
 def stack_settings(
     *, sql_alchemy_conn: str, dags_folder: str, log_folder: str, execution_api_url: str, temporal_address: str
 ) -> dict[str, str]:
-    """Settings every Airflow process and worker of a deep-integration stack shares (local or containers).
+    """Settings every Airflow process and worker of a deep-integration stack needs, whatever else is set.
 
     Runs are handed to Temporal by the orchestrator plugin; DAGs not managed by Temporal run on the
-    LocalExecutor. Every user is admin (no login), which suits a local or test stack only.
+    LocalExecutor.
     """
     return {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
         "AIRFLOW__CORE__DAGS_FOLDER": dags_folder,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": execution_api_url,
-        "AIRFLOW__API_AUTH__JWT_SECRET": "temporal-airflow-local-stack-secret",
-        "AIRFLOW__API__SECRET_KEY": "temporal-airflow-local-stack-secret",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": log_folder,
         "TEMPORAL_ADDRESS": temporal_address,
     }
+
+
+STACK_DEFAULTS = {
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+}
+"""Settings of a local or test stack that the user's own environment overrides.
+
+Every user is admin (no login), which suits a local or test stack only.
+"""
+
+_SECRET_SETTINGS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY")
+
+
+def stack_secrets(workdir: Path) -> dict[str, str]:
+    """The stack's JWT and API secrets: random on first use, then read back from ``workdir/secrets.json``.
+
+    The file is readable by its owner only. Restarting a stack on the same work dir keeps its tokens
+    and sessions valid; two stacks never share a secret.
+    """
+    path = workdir / "secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    found = {name: secrets.token_urlsafe(32) for name in _SECRET_SETTINGS}
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        json.dump(found, fh)
+    tmp.replace(path)
+    return found
 
 
 def wait_http(url: str, timeout: float, what: str, check_alive: Callable[[], None] | None = None) -> None:
@@ -90,7 +123,7 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """Environment for every Airflow process and worker of this stack."""
         assert self.postgres is not None and self.temporal is not None
-        env = dict(os.environ)
+        env = {**STACK_DEFAULTS, **stack_secrets(self.workdir), **os.environ}
         env.update(
             stack_settings(
                 sql_alchemy_conn=self.postgres.uri,
@@ -107,7 +140,6 @@ class LocalStack:
         )
         if self.temporal.ui_url:
             env["TEMPORAL_UI_URL"] = self.temporal.ui_url
-        env.pop("AIRFLOW__LOGGING__LOGGING_LEVEL", None)
         env.update(self.extra_env)
         return env
 
@@ -117,19 +149,33 @@ class LocalStack:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start_services(self) -> LocalStack:
-        """Postgres and Temporal, then Airflow's DB migrated and the DAGs serialized."""
+        """Postgres and Temporal (its history kept in the work dir), Airflow's DB migrated, DAGs serialized.
+
+        A DAG file that does not import does not stop the start: Airflow records its import error
+        (``GET /api/v2/importErrors``, the UI's banner) and serializes the other DAGs.
+        """
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.postgres = LocalPostgres(self.workdir / "postgres").start()
         ui_port = free_port() if self.temporal_ui else None
-        self.temporal = DevServer(ui_port=ui_port, log_file=str(self.log_path("temporal"))).start()
+        self.temporal = DevServer(
+            ui_port=ui_port, db_file=str(self.workdir / "temporal.db"), log_file=str(self.log_path("temporal"))
+        ).start()
         self.airflow("db", "migrate")
-        self.airflow("dags", "reserialize")
+        reserialized = self.airflow("dags", "reserialize", check=False)
+        self.log_path("reserialize").write_text(reserialized.stdout + reserialized.stderr)
         return self
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command against this stack."""
-        proc = subprocess.run([_bin("airflow"), *args], env=self.env(), capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [_bin("airflow"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            preexec_fn=die_with_parent(),
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
@@ -137,15 +183,26 @@ class LocalStack:
     def start_process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = self.log_path(name).open("ab")
         self.processes[name] = subprocess.Popen(
-            args, env=env or self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env or self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
     def start_api_server(self, timeout: float = 180.0) -> None:
-        self.start_process("api-server", [_bin("airflow"), "api-server", "--port", str(self.api_port)])
+        command = [_bin("airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        self.start_process("api-server", command)
         self.wait_http(f"{self.api_url}/api/v2/monitor/health", timeout, "api-server")
 
+    # The scheduler's and triggerer's log servers would listen on every interface; the api-server
+    # reads the task logs from the shared folder instead.
     def start_scheduler(self) -> None:
-        self.start_process("scheduler", [_bin("airflow"), "scheduler"])
+        self.start_process("scheduler", [_bin("airflow"), "scheduler", "--skip-serve-logs"])
+
+    def start_triggerer(self) -> None:
+        self.start_process("triggerer", [_bin("airflow"), "triggerer", "--skip-serve-logs"])
 
     def start_dag_processor(self) -> None:
         self.start_process("dag-processor", [_bin("airflow"), "dag-processor"])
@@ -173,21 +230,30 @@ class LocalStack:
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        if proc is not None:
+            _stop_groups([proc], sig, timeout)
 
-    def stop(self) -> None:
-        for name in list(self.processes):
-            self.stop_process(name)
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the Airflow processes and workers all at once, then Temporal, then Postgres."""
+        processes = list(self.processes.values())
+        self.processes.clear()
+        _stop_groups(processes, signal.SIGTERM, timeout)
         if self.temporal is not None:
             self.temporal.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def _stop_groups(processes: list[subprocess.Popen[bytes]], sig: int, timeout: float) -> None:
+    """Send ``sig`` to each process's group; after the leaders exit (or ``timeout``), SIGKILL what is left."""
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(deadline - time.monotonic(), 0))
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
