@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_chromium import ChromiumMissing, ensure_chromium
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from e2e_harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, E2E_DAG_IDS, Deployment, eventually, safe_name, screenshot
@@ -71,10 +72,12 @@ def _stack_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
+    try:
+        chromium = ensure_chromium(CHROMIUM)
+    except ChromiumMissing as missing:
+        pytest.fail(str(missing))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

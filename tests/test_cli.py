@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +18,50 @@ pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "temporal-airflow")
 
 
-def _run(*args: str, env_address: str | None = None) -> subprocess.CompletedProcess[str]:
-    import os
+# Airflow's example plugins include an event listener that prints "Dag run in success state": Airflow's
+# own output, which the CLI keeps off the terminal unless --verbose.
+WITH_EXAMPLE_LISTENER = {"AIRFLOW__CORE__LOAD_EXAMPLES": "True"}
 
-    env = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
-    return subprocess.run([CLI, "run", *args], capture_output=True, text=True, timeout=600, env=env)
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"} | (env or {})
+    return subprocess.run([CLI, "run", *args], capture_output=True, text=True, timeout=600, env=environ)
+
+
+def _progress(out: str) -> list[str]:
+    """The live progress lines: ``state  task (try N[, 1.2s])``."""
+    return [line.strip() for line in out.splitlines() if re.match(r"  \w+ +\S+ \(try \d+", line)]
 
 
 def test_run_prints_progress_states_xcoms_and_ui_link() -> None:
-    proc = _run(str(EXAMPLES / "etl.py"))
+    proc = _run(str(EXAMPLES / "etl.py"), env=WITH_EXAMPLE_LISTENER)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "Started embedded Temporal dev server" in out
-    assert "running          extract (try 1)" in out  # live progress
     assert "DAG example_etl" in out and "SUCCESS" in out
     assert 'return_value="Pune"' in out
     assert "Temporal UI: http://127.0.0.1:" in out
 
+    progress = _progress(out)
+    assert progress[0].split()[0] == "running"
+    assert re.fullmatch(r"success +load \(try 1, \d+\.\ds\)", progress[-3])
+    # In the order things happened: every try's running line before its final state, load after extract.
+    for task in ("extract", "transform.hottest", "load"):
+        running = progress.index(f"{'running':<16} {task} (try 1)")
+        done = next(i for i, line in enumerate(progress) if line.startswith(f"{'success':<16} {task} (try 1, "))
+        assert running < done
+    assert progress.index(f"{'running':<16} load (try 1)") > progress.index(f"{'running':<16} extract (try 1)")
+
+    # Airflow's own lines go to a log file, named on the terminal.
+    assert "Dag run in success state" not in proc.stdout + proc.stderr
+    found = re.search(r"Airflow's own output goes to (\S+)", out)
+    assert found and "Dag run in success state" in Path(found.group(1)).read_text()
+
 
 def test_json_output_is_one_document_and_exit_code_follows_the_run() -> None:
-    proc = _run(str(EXAMPLES / "trigger_rules.py"), "--output", "json")
+    proc = _run(str(EXAMPLES / "trigger_rules.py"), "--output", "json", "--verbose", env=WITH_EXAMPLE_LISTENER)
     assert proc.returncode == 1
+    assert "Dag run  in failure state" in proc.stderr  # --verbose: Airflow's output on the terminal
     document = json.loads(proc.stdout)
     assert document["state"] == "failed"
     assert document["tasks"]["boom"]["state"] == "failed"

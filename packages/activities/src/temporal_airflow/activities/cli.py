@@ -84,6 +84,23 @@ def _parse_vars(items: list[str]) -> dict[str, str]:
     return variables
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """``run``'s arguments, checked before anything starts (errors reach the terminal)."""
+
+    dag_path: str
+    conf: dict[str, Any]
+    logical_date: datetime | None
+    variables: dict[str, str]
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> RunRequest:
+        dag_path = os.path.abspath(args.dag_file)
+        if not os.path.exists(dag_path):
+            raise SystemExit(f"error: DAG file not found: {args.dag_file}")
+        return cls(dag_path, _parse_conf(args.conf), _parse_date(args.logical_date), _parse_vars(args.var))
+
+
 def _xcom_value(value_json: str) -> Any:
     try:
         return json.loads(value_json)
@@ -192,7 +209,7 @@ async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
         return 128 + signals.received
 
 
-async def _run(args: argparse.Namespace, streams: Streams) -> int:
+async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) -> int:
     from temporalio.client import WorkflowFailureError
 
     from temporal_airflow.activities.dev_server import DevServer, environ_address, free_port
@@ -211,10 +228,6 @@ async def _run(args: argparse.Namespace, streams: Streams) -> int:
     )
 
     info = streams.info
-    dag_path = os.path.abspath(args.dag_file)
-    if not os.path.exists(dag_path):
-        print(f"error: DAG file not found: {args.dag_file}", file=streams.err)
-        return 2
     address = args.address or environ_address()
     server: DevServer | None = None
     ui_url = os.environ.get("TEMPORAL_UI_URL")
@@ -237,11 +250,11 @@ async def _run(args: argparse.Namespace, streams: Streams) -> int:
         handle = await client.start_workflow(
             STANDALONE_WORKFLOW,
             DagExecutionInput(
-                dag_path=dag_path,
+                dag_path=request.dag_path,
                 dag_id=args.dag_id,
-                logical_date=_parse_date(args.logical_date),
-                conf=_parse_conf(args.conf),
-                variables=_parse_vars(args.var),
+                logical_date=request.logical_date,
+                conf=request.conf,
+                variables=request.variables,
                 activity_task_queue=activity_task_queue(),
             ),
             id=workflow_id,
@@ -505,11 +518,12 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_workers(args))
         return 0
+    request = RunRequest.of(args)
     streams, log_path = _route_output(args.output, args.verbose)
     if log_path is not None:
         print(f"Airflow's own output goes to {log_path}", file=streams.info, flush=True)
     try:
-        return asyncio.run(_interruptible(_run(args, streams), streams.info))
+        return asyncio.run(_interruptible(_run(args, request, streams), streams.info))
     except KeyboardInterrupt:  # before the handlers are installed
         return 130
     finally:
