@@ -17,6 +17,8 @@ from pathlib import Path
 # Airflow reads AIRFLOW_HOME at import time: set it before anything imports Airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="temporal-airflow-test-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Large payloads and XCom values of the tests' runs go to a payload store private to this session.
+os.environ["TEMPORAL_AIRFLOW_PAYLOAD_STORAGE"] = tempfile.mkdtemp(prefix="temporal-airflow-test-payloads-")
 # A connection the activity worker knows from its environment (never from workflow input).
 SERVICE_PASSWORD = "s3cr3t-pa55word-never-in-history"
 os.environ["AIRFLOW_CONN_TEST_SERVICE"] = (

@@ -61,13 +61,6 @@ async def test_conf_overrides_params(dag_runner: DagRunner) -> None:
     assert json.loads(result.tasks[0].xcoms[0].value_json) == 42
 
 
-async def test_oversized_xcom_fails_the_task_without_retrying(dag_runner: DagRunner) -> None:
-    result = await dag_runner.run(TEST_DAGS / "big_xcom.py")
-    task = result.tasks[0]
-    assert (result.state, task.state, task.try_number) == ("failed", "failed", 1)
-    assert task.error is not None and "XComTooLarge" in task.error and "huge" in task.error
-
-
 async def test_variables_from_input_do_not_leak_between_concurrent_runs(dag_runner: DagRunner) -> None:
     runs = await asyncio.gather(
         *(dag_runner.run(TEST_DAGS / "secrets_and_vars.py", variables={"greeting": f"hi-{i}"}) for i in range(3))

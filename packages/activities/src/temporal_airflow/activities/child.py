@@ -15,6 +15,8 @@ from typing import Any
 
 from temporalio import activity
 
+from temporal_airflow.models import TASK_PROCESS_DIED_ERROR
+
 
 class ChildFailed(Exception):
     """The child reported an error (``kind`` says which) or died without answering."""
@@ -100,7 +102,7 @@ class TaskHost:
                 await _terminate(pid, exited)
                 raise
             if not os.path.exists(result_path):
-                raise ChildFailed("ChildProcessError", f"task process exited with code {code} and no result")
+                raise ChildFailed(TASK_PROCESS_DIED_ERROR, _death_message(code, request["log_path"]))
             with open(result_path, "rb") as fh:
                 ok, value = pickle.load(fh)
         finally:
@@ -112,6 +114,18 @@ class TaskHost:
         if not ok:
             raise ChildFailed(*value)
         return value
+
+
+def _death_message(code: int, log_path: str, tail_lines: int = 20) -> str:
+    """Why the process ended with no outcome: its exit code or signal, and the end of its log."""
+    how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    try:
+        with open(log_path, errors="replace") as fh:
+            tail = "".join(fh.readlines()[-tail_lines:]).strip()
+    except OSError:
+        tail = ""
+    message = f"task process {how} without reporting an outcome"
+    return f"{message}; last lines of its log ({log_path}):\n{tail[-2000:]}" if tail else message
 
 
 async def _heartbeat_until_cancelled() -> None:

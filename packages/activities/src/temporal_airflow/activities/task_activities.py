@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
+from temporalio.converter import StorageDriver
 from temporalio.exceptions import ApplicationError
 
 from temporal_airflow.activities.child import ChildFailed, run_in_child
+from temporal_airflow.activities.xcom_refs import XComRefs
 from temporal_airflow.models import (
     LOAD_DAG_FILE_ACTIVITY,
     RUN_TASK_ACTIVITY,
-    XCOM_TOO_LARGE_ERROR,
+    TASK_PROCESS_DIED_ERROR,
     ActivityTaskInput,
     LoadDagFileInput,
     LoadDagFileResult,
     TaskExecutionResult,
 )
-
-#: Upper bound for the XComs of one try; Temporal payloads are capped at 2 MiB.
-MAX_XCOM_BYTES = int(os.environ.get("TEMPORAL_AIRFLOW_MAX_XCOM_BYTES", 512 * 1024))
 
 
 def task_log_path(task_input: ActivityTaskInput) -> str:
@@ -39,42 +41,37 @@ def task_log_path(task_input: ActivityTaskInput) -> str:
     )
 
 
-@activity.defn(name=LOAD_DAG_FILE_ACTIVITY)
-async def load_dag_file(task: LoadDagFileInput) -> LoadDagFileResult:
-    """Parse a DAG file; an import error or unknown DAG id is a non-retryable error naming both."""
-    try:
-        value = await run_in_child("dag", task)
-    except ChildFailed as err:
-        raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind != "ChildProcessError") from None
-    return LoadDagFileResult(**value)
+class TaskActivities:
+    """DAG parsing and task tries; ``storage`` is the payload store large XCom values go to."""
 
+    def __init__(self, storage: StorageDriver | None = None) -> None:
+        self.xcom_refs = XComRefs(storage)
 
-@activity.defn(name=RUN_TASK_ACTIVITY)
-async def run_airflow_task(task: ActivityTaskInput) -> TaskExecutionResult:
-    """Run one try of one task through Airflow's task runner, in its own process.
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.load_dag_file, self.run_airflow_task]
 
-    A failing task is a *result* (state ``failed`` or ``up_for_retry`` with its error), not an
-    activity failure: only a lost worker makes Temporal retry this activity.
-    """
-    log_path = task_log_path(task)
-    activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
-    try:
-        result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path)
-    except ChildFailed as err:
-        raise ApplicationError(str(err), type=err.kind) from None
-    return _enforce_xcom_limit(result)
+    @activity.defn(name=LOAD_DAG_FILE_ACTIVITY)
+    async def load_dag_file(self, task: LoadDagFileInput) -> LoadDagFileResult:
+        """Parse a DAG file; an import error or unknown DAG id is a non-retryable error naming both."""
+        try:
+            value = await run_in_child("dag", task)
+        except ChildFailed as err:
+            raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind != "ChildProcessError") from None
+        return LoadDagFileResult(**value)
 
+    @activity.defn(name=RUN_TASK_ACTIVITY)
+    async def run_airflow_task(self, task: ActivityTaskInput) -> TaskExecutionResult:
+        """Run one try of one task through Airflow's task runner, in its own process.
 
-def _enforce_xcom_limit(result: TaskExecutionResult) -> TaskExecutionResult:
-    size = sum(len(x.value_json.encode()) for x in result.xcoms)
-    if size <= MAX_XCOM_BYTES:
-        return result
-    keys = ", ".join(sorted({x.key for x in result.xcoms}))
-    result.state = "failed"
-    result.error = (
-        f"{XCOM_TOO_LARGE_ERROR}: task {result.task_id} pushed {size} bytes of XCom ({keys}); the limit is "
-        f"{MAX_XCOM_BYTES} bytes (TEMPORAL_AIRFLOW_MAX_XCOM_BYTES). Store large data externally and "
-        "pass a reference."
-    )
-    result.xcoms = []
-    return result
+        A failing task is a *result* (state ``failed`` or ``up_for_retry`` with its error), not an
+        activity failure. A task process that dies without an outcome is a non-retryable error (the
+        workflow counts it as one failed try); only a lost worker makes Temporal retry this activity.
+        """
+        log_path = task_log_path(task)
+        activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
+        task = dataclasses.replace(task, upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms))
+        try:
+            result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path)
+        except ChildFailed as err:
+            raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind == TASK_PROCESS_DIED_ERROR) from None
+        return await self.xcom_refs.offload(result)

@@ -11,10 +11,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
-from temporal_airflow.activities.task_activities import load_dag_file, run_airflow_task
+from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.workflows.worker import activity_task_queue
 
-ACTIVITIES: list[Callable[..., Any]] = [load_dag_file, run_airflow_task, *SYNC_ACTIVITIES]
+
+def activities(client: Client) -> list[Callable[..., Any]]:
+    """Every activity, sharing the payload store of the client's data converter."""
+    storage = client.data_converter.external_storage
+    return [*TaskActivities(storage.drivers[0] if storage else None).activities(), *SYNC_ACTIVITIES]
 
 
 def max_concurrent_tasks() -> int:
@@ -32,7 +36,7 @@ def create_activity_worker(client: Client, task_queue: str | None = None, max_co
     return Worker(
         client,
         task_queue=task_queue or activity_task_queue(),
-        activities=ACTIVITIES,
+        activities=activities(client),
         activity_executor=ThreadPoolExecutor(max_workers=limit, thread_name_prefix="airflow-sync"),
         max_concurrent_activities=limit,
     )

@@ -5,7 +5,8 @@ workflow worker and the activity worker can each be installed alone and still ag
 Temporal. Every type here round-trips through Temporal's default data converter.
 
 XCom values travel as the JSON text that Airflow's own XCom serializer produced; the workflow never
-needs to understand them.
+needs to understand them. Values above a small inline size travel by reference (``value_ref``): the
+activity worker stores them through the shared payload store and the next task's worker reads them back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DAG_IMPORT_ERROR = "DagImportError"
 DAG_NOT_FOUND_ERROR = "DagNotFound"
 INVALID_CONF_ERROR = "InvalidDagRunConf"
 XCOM_TOO_LARGE_ERROR = "XComTooLarge"
+#: The task's process died without reporting an outcome (segfault, ``os._exit``, OOM kill): one failed try.
+TASK_PROCESS_DIED_ERROR = "TaskProcessDied"
 
 
 @dataclass
@@ -46,6 +49,8 @@ class XComEntry:
     map_index: int = -1
     #: Set when the value is a list that a downstream mapped task expands over.
     mapped_length: int | None = None
+    #: Set instead of ``value_json`` when the value lives in the payload store (the store's claim, as JSON).
+    value_ref: str | None = None
 
 
 @dataclass
@@ -66,6 +71,8 @@ class DagExecutionInput:
     #: A task's worker is presumed dead after this long without a heartbeat (the try then resumes
     #: on another worker, same Airflow try number).
     task_heartbeat_timeout_seconds: float = 60.0
+    #: Set by the workflow itself when it continues as new: the run so far.
+    resume: RunSnapshot | None = None
 
 
 @dataclass
@@ -164,6 +171,24 @@ class TaskSummary:
     end_date: datetime | None = None
     xcoms: list[XComEntry] = field(default_factory=list)
     error: str | None = None
+    #: Delay Airflow's runner asked for before the next try (a task's ``retry_policy``), if any.
+    retry_delay_seconds: float | None = None
+
+
+@dataclass
+class RunSnapshot:
+    """A run's state carried into the workflow's next execution when it continues as new.
+
+    Only finished tries and tries waiting to be retried are carried (the workflow drains running tries
+    before it continues), so the next execution re-runs nothing that already ran.
+    """
+
+    run: RunContext
+    fileloc: str
+    serialized_dag: dict[str, Any]
+    tasks: list[TaskSummary] = field(default_factory=list)
+    #: How many executions of this workflow came before (1 after the first continue-as-new).
+    generation: int = 1
 
 
 @dataclass
@@ -203,6 +228,8 @@ class DeepDagExecutionInput:
     conf: dict[str, Any] = field(default_factory=dict)
     activity_task_queue: str = DEFAULT_ACTIVITY_TASK_QUEUE
     task_heartbeat_timeout_seconds: float = 60.0
+    #: Set by the workflow itself when it continues as new: the run so far.
+    resume: RunSnapshot | None = None
 
 
 @dataclass

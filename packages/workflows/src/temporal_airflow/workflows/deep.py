@@ -5,12 +5,17 @@ The same scheduling code as the standalone workflow (an in-workflow DB and Airfl
 its TaskInstances live there too, tasks run against Airflow's Execution API on that DB (so the UI shows
 each try as it runs, and hooks read connections from the DB), and every state Airflow's logic decides
 in the workflow (skips, upstream failures, empty tasks) is mirrored to the DB by retried sync
-activities. A DB outage delays the mirror, never the run's outcome; the DB converges once it is back.
+activities. A DB outage delays the mirror, never the run's outcome; the DB converges once it is back
+(DB activities give up after ``_DB_GIVE_UP``: the run then fails visibly instead of waiting forever).
+
+A long run continues as new with a :class:`RunSnapshot` once every state is mirrored; the next execution
+resumes from it with the same DAG version, without touching the DB first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -42,11 +47,11 @@ from temporal_airflow.models import (
     TaskStatusSync,
     TaskStatusSyncBatch,
 )
-from temporal_airflow.workflows.driver import DagRunDriver, DriverOptions
+from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
 from temporal_airflow.workflows.errors import workflow_failure
-from temporal_airflow.workflows.local_run import TaskKey, create_local_run
+from temporal_airflow.workflows.local_run import LocalDagRun, TaskKey, create_local_run, resume_local_run
 
-#: DB activities are retried until the DB answers (an outage must not fail the run).
+#: DB activities are retried while the DB is away (an outage must not fail the run), up to a bound.
 _DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -54,6 +59,7 @@ _DB_RETRY = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=[DAG_NOT_FOUND_ERROR, INVALID_CONF_ERROR],
 )
+_DB_GIVE_UP = timedelta(minutes=30)
 #: States the activity itself writes through Airflow's Execution API; the mirror skips them.
 _WRITTEN_BY_TASK = frozenset({None, "scheduled", "queued", "running"})
 
@@ -75,6 +81,41 @@ class ExecuteAirflowDagDeepWorkflow:
     async def run(self, input: DeepDagExecutionInput) -> DagExecutionResult:
         self._queue = input.activity_task_queue
         self._dag_id = input.dag_id
+        resume = input.resume
+        if resume is None:
+            local, fileloc = await self._start_run(input)
+        else:
+            self._run_id, fileloc = resume.run.run_id, resume.fileloc
+            local = resume_local_run(resume.run, resume.serialized_dag, resume.tasks)
+            self._mirrored = {TaskKey(s.task_id, s.map_index): (s.state, s.try_number) for s in resume.tasks}
+        self._driver = DagRunDriver(
+            local,
+            DriverOptions(
+                dag_path=fileloc,
+                activity_task_queue=self._queue,
+                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
+                deep_integration=True,
+            ),
+            after_turn=self._mirror,
+            generation=resume.generation if resume else 0,
+        )
+        syncer = asyncio.create_task(self._sync_loop())
+        try:
+            state = await self._driver.run()
+        except ContinueAsNew as cont:
+            await self._flush_mirror()
+            syncer.cancel()
+            workflow.continue_as_new(dataclasses.replace(input, run_id=self._run_id, resume=cont.snapshot))
+        await self._flush_mirror()
+        syncer.cancel()
+        await self._db(
+            SYNC_DAGRUN_STATUS_ACTIVITY,
+            DagRunStatusSync(input.dag_id, self._run_id, state, end_date=local.dag_run.end_date),
+        )
+        return self._driver.result(state)
+
+    async def _start_run(self, input: DeepDagExecutionInput) -> tuple[LocalDagRun, str]:
+        """Load the DAG, create or find the DagRun and its task instances, take over their states."""
         loaded = await self._db(
             LOAD_SERIALIZED_DAG_ACTIVITY, LoadSerializedDagInput(input.dag_id), LoadSerializedDagResult
         )
@@ -107,26 +148,11 @@ class ExecuteAirflowDagDeepWorkflow:
         for summary in snapshot.tasks:
             self._mirrored[TaskKey(summary.task_id, summary.map_index)] = (summary.state, summary.try_number)
         await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
-        self._driver = DagRunDriver(
-            local,
-            DriverOptions(
-                dag_path=loaded.fileloc,
-                activity_task_queue=self._queue,
-                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
-                deep_integration=True,
-            ),
-            after_turn=self._mirror,
-        )
-        syncer = asyncio.create_task(self._sync_loop())
-        state = await self._driver.run()
+        return local, loaded.fileloc
+
+    async def _flush_mirror(self) -> None:
         self._mirror()
         await workflow.wait_condition(lambda: not self._pending and not self._syncing)
-        syncer.cancel()
-        await self._db(
-            SYNC_DAGRUN_STATUS_ACTIVITY,
-            DagRunStatusSync(input.dag_id, run_id, state, end_date=local.dag_run.end_date),
-        )
-        return self._driver.result(state)
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:
@@ -143,7 +169,9 @@ class ExecuteAirflowDagDeepWorkflow:
                 result_type=result_type,
                 task_queue=self._queue,
                 start_to_close_timeout=timedelta(minutes=1),
+                schedule_to_close_timeout=_DB_GIVE_UP,
                 retry_policy=_DB_RETRY,
+                summary=activity,
             )
         except ActivityError as err:
             raise workflow_failure(err) from err
@@ -151,12 +179,12 @@ class ExecuteAirflowDagDeepWorkflow:
     def _mirror(self) -> None:
         """Queue every state the workflow decided that the DB does not have yet."""
         assert self._driver is not None
-        for summary in self._driver.local.summaries({}, {}):
-            key = TaskKey(summary.task_id, summary.map_index)
-            seen = (summary.state, summary.try_number)
-            if summary.state in _WRITTEN_BY_TASK or self._mirrored.get(key) == seen:
+        local = self._driver.local
+        for key, seen in local.states().items():
+            if seen[0] in _WRITTEN_BY_TASK or self._mirrored.get(key) == seen:
                 continue
             self._mirrored[key] = seen
+            summary = local.summary(key)
             self._pending.append(
                 TaskStatusSync(
                     dag_id=self._dag_id,

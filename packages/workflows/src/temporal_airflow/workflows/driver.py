@@ -2,14 +2,25 @@
 
 Each turn asks Airflow (through :class:`LocalDagRun`) which task instances may run, starts them as
 ``run_airflow_task`` activities in parallel (never more than the DAG's ``max_active_tasks``), and
-feeds every finished try back to Airflow. Retry waits are durable workflow timers computed by
-Airflow's ``next_retry_datetime``; Airflow's runner decides between ``failed`` and ``up_for_retry``.
+feeds every finished try back to Airflow. A turn that changed anything is followed by another at once;
+otherwise the loop waits for a try to finish or for the earliest retry, on a durable timer computed by
+Airflow's ``next_retry_datetime`` (``retry_delay``, exponential backoff, ``max_retry_delay`` and a
+``retry_policy``'s delay). Airflow's runner decides between ``failed`` and ``up_for_retry``.
+
+Two kinds of failure are kept apart: a task's own failure is an Airflow try (its ``retries`` decide);
+a lost worker (no heartbeat) retries the same try on another worker, a bounded number of times.
+A task process that dies without an outcome is one failed Airflow try, never re-run on its own.
+
+History stays bounded: when Temporal suggests it (or the run's history passes its budget), the loop
+stops starting tries, lets the running ones finish, and hands a :class:`RunSnapshot` to the workflow,
+which continues as new with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,27 +31,41 @@ from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
     RUN_TASK_ACTIVITY,
+    TASK_PROCESS_DIED_ERROR,
+    XCOM_TOO_LARGE_ERROR,
     ActivityTaskInput,
     DagExecutionResult,
     RunProgress,
+    RunSnapshot,
     TaskExecutionResult,
     XComEntry,
 )
-from temporal_airflow.workflows.local_run import LocalDagRun, ReadyTask, TaskKey
+from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
 
 #: Extra time granted beyond a task's own ``execution_timeout`` (Airflow enforces that one itself).
 _TIMEOUT_GRACE = timedelta(minutes=2)
 #: A task without ``execution_timeout`` may run this long; liveness is guarded by heartbeats.
 _NO_TIMEOUT = timedelta(days=365)
-#: How long to wait before re-asking Airflow when nothing runs and no retry is pending.
+#: How long to wait before re-asking Airflow when nothing runs, nothing changed and no retry waits.
 _IDLE_RECHECK = timedelta(seconds=5)
-#: Worker crashes are retried by Temporal on the same Airflow try, at most this many times.
+#: A lost worker (heartbeat timeout, worker restart) retries the same Airflow try at most twice more.
+#: A task's own failure never gets here: it is an outcome, and a dead task process is non-retryable.
 _INFRA_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=10,
+    maximum_attempts=3,
+    non_retryable_error_types=[TASK_PROCESS_DIED_ERROR, XCOM_TOO_LARGE_ERROR],
 )
+#: A try's input may carry at most this many bytes of XCom values inline (Temporal caps payloads at
+#: 2 MiB); above it the try fails with a clear error instead of wedging the workflow. With a payload
+#: store configured, values above a small size travel by reference and never count here.
+MAX_INLINE_INPUT_BYTES = 1536 * 1024
+#: XCom values a run's result and progress carry inline, at most (the rest are listed without value).
+RESULT_XCOM_BYTES = 1024 * 1024
+#: Continue as new before the history reaches Temporal's warning thresholds (10,240 events, 10 MB).
+HISTORY_EVENT_BUDGET = 8_000
+HISTORY_BYTES_BUDGET = 8 * 1024 * 1024
 
 TurnHook = Callable[[], None]
 
@@ -56,36 +81,86 @@ class DriverOptions:
     deep_integration: bool = False
 
 
-class DagRunDriver:
-    """Runs a :class:`LocalDagRun` to its final state."""
+class ContinueAsNew(Exception):
+    """The run's history is due for a new execution; ``snapshot`` is everything it must carry."""
 
-    def __init__(self, local: LocalDagRun, options: DriverOptions, after_turn: TurnHook | None = None) -> None:
+    def __init__(self, snapshot: RunSnapshot) -> None:
+        super().__init__("continue as new")
+        self.snapshot = snapshot
+
+
+def history_is_full() -> bool:
+    """Temporal suggests a new execution, or the history passed our own budget."""
+    info = workflow.info()
+    return (
+        info.is_continue_as_new_suggested()
+        or info.get_current_history_length() >= HISTORY_EVENT_BUDGET
+        or info.get_current_history_size() >= HISTORY_BYTES_BUDGET
+    )
+
+
+class DagRunDriver:
+    """Runs a :class:`LocalDagRun` to its final state (or to the point where it continues as new)."""
+
+    def __init__(
+        self,
+        local: LocalDagRun,
+        options: DriverOptions,
+        after_turn: TurnHook | None = None,
+        generation: int = 0,
+    ) -> None:
         self.local = local
         self.options = options
         self.after_turn = after_turn
+        self.generation = generation
         self.xcoms: dict[TaskKey, list[XComEntry]] = {}
         self.errors: dict[TaskKey, str] = {}
         self._running: dict[TaskKey, asyncio.Task[None]] = {}
         self._finished: list[tuple[TaskKey, TaskExecutionResult | None, str | None]] = []
 
+    def carry(self, snapshot: RunSnapshot) -> None:
+        """Take over XComs and errors an earlier execution recorded."""
+        for summary in snapshot.tasks:
+            key = TaskKey(summary.task_id, summary.map_index)
+            if summary.xcoms:
+                self.xcoms[key] = summary.xcoms
+            if summary.error:
+                self.errors[key] = summary.error
+
     async def run(self) -> str:
-        """Schedule until Airflow declares the run finished; returns its state."""
+        """Schedule until Airflow declares the run finished; returns its state.
+
+        Raises :class:`ContinueAsNew` when the history is full and nothing runs any more.
+        """
         try:
             while True:
-                capacity = self.local.max_active_tasks - len(self._running)
-                ready, progressed = self.local.ready_tasks(capacity)
-                for task in ready:
+                draining = history_is_full()
+                if draining and not self._running:
+                    raise ContinueAsNew(self.snapshot())
+                capacity = 0 if draining else self.local.max_active_tasks - len(self._running)
+                turn = self.local.ready_tasks(capacity)
+                for task in turn.ready:
                     self._start(task)
                 if self.after_turn is not None:
                     self.after_turn()
                 if self.local.finished:
                     return self.local.state
-                if not progressed:
+                if not turn.progressed:
                     await self._wait_for_progress()
                 self._apply_finished()
         except asyncio.CancelledError:
             await self._cancel_running()
             raise
+
+    def snapshot(self) -> RunSnapshot:
+        """The run so far, for the next execution (nothing may be running)."""
+        return RunSnapshot(
+            run=self.local.run_context(),
+            fileloc=self.options.dag_path,
+            serialized_dag=self.local.serialized_dag,
+            tasks=self.local.summaries(self.xcoms, self.errors),
+            generation=self.generation + 1,
+        )
 
     def progress(self) -> RunProgress:
         """Per-task states as they are now (for the ``progress`` query)."""
@@ -94,7 +169,7 @@ class DagRunDriver:
             dag_id=run.dag_id,
             run_id=run.run_id,
             state=self.local.state,
-            tasks=self.local.summaries(self.xcoms, self.errors),
+            tasks=self.local.summaries(self._reported_xcoms(), self.errors),
         )
 
     def result(self, state: str) -> DagExecutionResult:
@@ -103,23 +178,37 @@ class DagRunDriver:
             dag_id=run.dag_id,
             run_id=run.run_id,
             state=state,
-            tasks=self.local.summaries(self.xcoms, self.errors),
+            tasks=self.local.summaries(self._reported_xcoms(), self.errors),
             start_date=run.start_date,
             end_date=run.end_date,
         )
 
+    def _reported_xcoms(self) -> dict[TaskKey, list[XComEntry]]:
+        """XComs for a result or progress report: values past the size budget are left out (their
+        reference, when stored, is kept), so a report always fits in one payload."""
+        budget = RESULT_XCOM_BYTES
+        reported: dict[TaskKey, list[XComEntry]] = {}
+        for key, entries in sorted(self.xcoms.items()):
+            kept = []
+            for entry in entries:
+                budget -= len(entry.value_json)
+                kept.append(entry if budget >= 0 else dataclasses.replace(entry, value_json=""))
+            reported[key] = kept
+        return reported
+
     async def _wait_for_progress(self) -> None:
         retry_at = self.local.next_retry_at()
         if not self._running and retry_at is None and not self._finished:
-            # Nothing runs, nothing waits, yet Airflow keeps the run open: look again shortly
-            # rather than spin (Airflow itself fails runs that are truly deadlocked).
-            await workflow.sleep(_IDLE_RECHECK)
+            # Nothing runs, nothing waits, nothing changed, yet Airflow keeps the run open: look again
+            # shortly rather than spin (Airflow itself fails runs that are truly deadlocked).
+            workflow.logger.warning("Run %s: nothing to run or wait for; rechecking", self.local.dag_run.run_id)
+            await workflow.sleep(_IDLE_RECHECK, summary="idle recheck")
             return
         timeout = None
         if retry_at is not None:
             timeout = max((retry_at - workflow.now()).total_seconds(), 0.0) + 0.001
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: bool(self._finished), timeout=timeout)
+            await workflow.wait_condition(lambda: bool(self._finished), timeout=timeout, timeout_summary="retry delay")
 
     def _start(self, ready: ReadyTask) -> None:
         key = ready.key
@@ -135,7 +224,35 @@ class DagRunDriver:
             variables=self.options.variables,
             deep_integration=self.options.deep_integration,
         )
+        inline = sum(len(x.value_json) for x in task_input.upstream_xcoms)
+        if inline > MAX_INLINE_INPUT_BYTES:
+            self._running[key] = asyncio.create_task(self._refuse(key, task_input, inline))
+            return
         self._running[key] = asyncio.create_task(self._execute(key, task_input))
+
+    async def _refuse(self, key: TaskKey, task_input: ActivityTaskInput, inline: int) -> None:
+        """Fail a try whose XCom input cannot travel inline (no payload store): retrying cannot help."""
+        now = workflow.now()
+        error = (
+            f"{XCOM_TOO_LARGE_ERROR}: the XComs {key.label} pulls add up to {inline} bytes, over the "
+            f"{MAX_INLINE_INPUT_BYTES} bytes a task input may carry inline; configure a payload store "
+            "(TEMPORAL_AIRFLOW_PAYLOAD_STORAGE) so large values travel by reference"
+        )
+        self._finished.append(
+            (
+                key,
+                TaskExecutionResult(
+                    task_id=key.task_id,
+                    map_index=key.map_index,
+                    state="failed",
+                    try_number=task_input.try_number,
+                    start_date=now,
+                    end_date=now,
+                    error=error,
+                ),
+                None,
+            )
+        )
 
     def _upstream_xcoms(self, task_id: str) -> list[XComEntry]:
         if self.options.deep_integration:
@@ -153,6 +270,7 @@ class DagRunDriver:
                 result_type=TaskExecutionResult,
                 task_queue=self.options.activity_task_queue,
                 activity_id=key.activity_id(task_input.try_number),
+                summary=f"{key.label} (try {task_input.try_number})",
                 start_to_close_timeout=start_to_close,
                 heartbeat_timeout=self.options.heartbeat_timeout,
                 retry_policy=_INFRA_RETRY,
@@ -168,17 +286,21 @@ class DagRunDriver:
         for key, result, failure in finished:
             self._running.pop(key, None)
             if result is not None:
-                self.local.record_result(result)
-                if result.xcoms:
-                    self.xcoms[key] = result.xcoms
-                if result.error:
-                    self.errors[key] = result.error
+                try:
+                    self.local.record_result(result)
+                except InvalidTaskState as err:
+                    failure = f"task reported an invalid outcome: {err}"
                 else:
-                    self.errors.pop(key, None)
-            else:
-                self.local.record_lost_try(key, workflow.now())
-                self.errors[key] = f"task could not be executed: {failure}"
-                workflow.logger.warning("Task %s lost: %s", key, failure)
+                    if result.xcoms:
+                        self.xcoms[key] = result.xcoms
+                    if result.error:
+                        self.errors[key] = result.error
+                    else:
+                        self.errors.pop(key, None)
+                    continue
+            state = self.local.record_lost_try(key, workflow.now())
+            self.errors[key] = f"task try produced no outcome: {failure}"
+            workflow.logger.warning("Task %s: try ended without an outcome (%s), now %s", key.label, failure, state)
 
     async def _cancel_running(self) -> None:
         for task in self._running.values():

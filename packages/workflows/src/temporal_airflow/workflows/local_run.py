@@ -5,6 +5,14 @@ branching skips, setup/teardown, retries' waiting periods, mapped-task expansion
 state) are made by Airflow's own ``DagRun.update_state`` on these rows; this module only feeds it the
 outcome of each task try and reads back what became runnable.
 
+A turn must stay cheap however large the run is: Temporal fails a workflow task that does not yield
+within 2 s, and every replay repeats every turn. So the task instances stay in memory as the very ORM
+objects Airflow works on and are not re-read from SQLite each turn (only after an expansion adds
+rows); ``update_state`` is handed that list instead of a fresh query, and its dependency check only
+sees the task instances that could be ready at all: those with a finished upstream (or none), plus at
+most a turn's capacity of those it already found ready. A turn costs about the run's frontier, not
+the whole DAG.
+
 Everything here runs inside workflow code: it must be deterministic. Airflow's clock is routed to
 ``workflow.now()`` by :mod:`temporal_airflow.workflows.clock`, and every list handed back to the
 workflow is sorted so that the order of commands never depends on SQLite's row order.
@@ -29,8 +37,9 @@ from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskmap import TaskMap
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.utils.state import DagRunState, TaskInstanceState
+from airflow.utils.trigger_rule import TriggerRule
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from temporalio import workflow
@@ -54,8 +63,14 @@ _FINISHED = frozenset(
         TaskInstanceState.REMOVED,
     }
 )
+#: States a try in flight can be in; a run carried into a new execution re-runs none of them.
+_IN_FLIGHT = frozenset({TaskInstanceState.SCHEDULED, TaskInstanceState.QUEUED, TaskInstanceState.RUNNING})
 
 import_all_models()
+
+
+class InvalidTaskState(ValueError):
+    """A task outcome named a state Airflow does not know."""
 
 
 @dataclass(frozen=True, order=True)
@@ -66,8 +81,12 @@ class TaskKey:
     map_index: int = -1
 
     def activity_id(self, try_number: int) -> str:
-        suffix = "" if self.map_index < 0 else f"[{self.map_index}]"
-        return f"{self.task_id}{suffix}#try{try_number}"
+        return f"{self.label}#try{try_number}"
+
+    @property
+    def label(self) -> str:
+        """``extract`` or ``transform[3]``: how the task instance reads in logs and the Temporal UI."""
+        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,44 @@ class ReadyTask:
     key: TaskKey
     try_number: int
     max_tries: int
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one scheduling turn decided: tasks to start, and whether any state changed without one."""
+
+    ready: list[ReadyTask]
+    progressed: bool
+
+
+def _key(ti: TaskInstance) -> TaskKey:
+    return TaskKey(ti.task_id, ti.map_index)
+
+
+def _state_text(ti: TaskInstance) -> str | None:
+    return None if ti.state is None else str(ti.state)
+
+
+def task_state(value: str) -> TaskInstanceState:
+    """Airflow's state for ``value``; an unknown state is an error, never a silent guess."""
+    try:
+        return TaskInstanceState(value)
+    except ValueError:
+        raise InvalidTaskState(f"unknown task state {value!r}") from None
+
+
+class _RunSession(Session):
+    """The in-workflow DB's session: adding a brand-new task instance needs no lookup.
+
+    Airflow's mapped-task expansion ``merge``s each new ``TaskInstance`` (a SELECT by its fresh
+    UUID per index: seconds for thousands of indexes); for a transient one that is the same as ``add``.
+    """
+
+    def merge(self, instance: Any, *, load: bool = True, options: Any = None) -> Any:
+        if load and isinstance(instance, TaskInstance) and inspect(instance).transient:
+            self.add(instance)
+            return instance
+        return super().merge(instance, load=load, options=options)
 
 
 class LocalDagRun:
@@ -91,10 +148,12 @@ class LocalDagRun:
         logical_date: datetime | None,
         run_after: datetime,
         conf: dict[str, Any],
+        start_date: datetime | None = None,
     ) -> None:
         self._engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         Base.metadata.create_all(self._engine)
-        self._session: Session = sessionmaker(bind=self._engine, expire_on_commit=False)()
+        self._session: Session = sessionmaker(bind=self._engine, class_=_RunSession, expire_on_commit=False)()
+        self.serialized_dag = serialized_dag
         self.dag = DagSerialization.from_dict(serialized_dag)
         session = self._session
         session.add(DagBundleModel(name=_BUNDLE))
@@ -115,10 +174,98 @@ class LocalDagRun:
             if run_type == DagRunType.SCHEDULED
             else DagRunTriggeredByType.REST_API,
             state=DagRunState.RUNNING,
-            start_date=run_after,
+            start_date=start_date or run_after,
             session=session,
         )
         session.commit()
+        self._tis_by_key: dict[TaskKey, TaskInstance] = {}
+        self._sorted: list[TaskInstance] = []
+        self._known_ready: set[TaskKey] = set()
+        self._turn_capacity = 0
+        self._changed = False
+        self._expanded = False
+        self._reload()
+        self._install_seams()
+
+    # -- the in-memory view Airflow's scheduling code runs on ----------------------------------------
+
+    def _reload(self) -> None:
+        """Read every task instance once (after creation, restore or an expansion that added rows)."""
+        self._session.expire_all()
+        tis = self._session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == self.dag_run.dag_id, TaskInstance.run_id == self.dag_run.run_id
+            )
+        ).all()
+        self._sorted = sorted(tis, key=lambda ti: (ti.task_id, ti.map_index))
+        self._tis_by_key = {_key(ti): ti for ti in self._sorted}
+        for ti in self._sorted:
+            ti.task = self.dag.get_task(ti.task_id)
+
+    def _row_count(self) -> int:
+        return int(
+            self._session.scalar(
+                select(func.count())
+                .select_from(TaskInstance)
+                .where(TaskInstance.dag_id == self.dag_run.dag_id, TaskInstance.run_id == self.dag_run.run_id)
+            )
+            or 0
+        )
+
+    def _install_seams(self) -> None:
+        """Point this DagRun's TI query and readiness check at the in-memory view (instance only)."""
+        run = self.dag_run
+        original_get_tis = run.get_task_instances
+        original_ready = run._get_ready_tis
+
+        def get_task_instances(state: Iterable[Any] | None = None, session: Any = None, **kwargs: Any) -> Any:
+            if kwargs:
+                return original_get_tis(state=state, session=session or self._session, **kwargs)
+            # Tries in flight first: when nothing new is ready, Airflow's "is anything still runnable?"
+            # check stops at the first of them instead of walking the whole DAG.
+            wanted = None if state is None else set(state)
+            in_flight: list[TaskInstance] = []
+            others: list[TaskInstance] = []
+            for ti in self._sorted:
+                if wanted is None or ti.state in wanted:
+                    (in_flight if ti.state in _IN_FLIGHT else others).append(ti)
+            return in_flight + others
+
+        def get_ready_tis(schedulable: list[TaskInstance], finished: list[TaskInstance], session: Session) -> Any:
+            done = {ti.task_id for ti in finished}
+            candidates: list[TaskInstance] = []
+            known_ready_budget = self._turn_capacity
+            fresh_mapped: dict[str, int] = {}
+            for ti in schedulable:
+                if _key(ti) in self._known_ready:
+                    if known_ready_budget > 0:
+                        known_ready_budget -= 1
+                        candidates.append(ti)
+                elif ti.state is not None:
+                    candidates.append(ti)
+                elif self._may_be_ready(ti, done):
+                    if ti.map_index >= 0:
+                        # Thousands of indexes of one mapped task: check a turn's worth at a time.
+                        seen = fresh_mapped[ti.task_id] = fresh_mapped.get(ti.task_id, 0) + 1
+                        if seen > max(self._turn_capacity, 1):
+                            continue
+                    candidates.append(ti)
+            ready, changed, expanded = original_ready(candidates, finished, session)
+            self._changed = self._changed or bool(changed) or bool(expanded)
+            self._expanded = self._expanded or bool(expanded)
+            return ready, changed, expanded
+
+        run.get_task_instances = get_task_instances  # type: ignore[method-assign]
+        run._get_ready_tis = get_ready_tis  # type: ignore[method-assign,assignment]
+
+    @staticmethod
+    def _may_be_ready(ti: TaskInstance, done: set[str]) -> bool:
+        """Can any trigger rule make ``ti`` ready? Only with a finished upstream, unless it has none."""
+        task = ti.task
+        if task is None:
+            return True
+        upstream = task.upstream_task_ids
+        return not upstream or task.trigger_rule == TriggerRule.ALWAYS or not upstream.isdisjoint(done)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -151,75 +298,110 @@ class LocalDagRun:
     def task_attribute(self, task_id: str, name: str) -> Any:
         return getattr(self.dag.get_task(task_id), name, None)
 
-    def _tis(self) -> list[TaskInstance]:
-        tis = self.dag_run.get_task_instances(session=self._session)
-        return sorted(tis, key=lambda ti: (ti.task_id, ti.map_index))
-
     def _ti(self, key: TaskKey) -> TaskInstance:
-        ti = self.dag_run.get_task_instance(key.task_id, map_index=key.map_index, session=self._session)
+        ti = self._tis_by_key.get(key)
         if ti is None:
             raise KeyError(f"task instance {key} not in run {self.dag_run.run_id}")
         return ti
 
+    def states(self) -> dict[TaskKey, tuple[str | None, int]]:
+        """State and try number of every task instance (cheap: no query)."""
+        return {key: (_state_text(ti), ti.try_number) for key, ti in self._tis_by_key.items()}
+
+    def summary(self, key: TaskKey, xcoms: list[XComEntry] | None = None, error: str | None = None) -> TaskSummary:
+        ti = self._ti(key)
+        return TaskSummary(
+            task_id=ti.task_id,
+            map_index=ti.map_index,
+            state=_state_text(ti),
+            try_number=ti.try_number,
+            start_date=ti.start_date,
+            end_date=ti.end_date,
+            xcoms=xcoms or [],
+            error=error,
+            retry_delay_seconds=ti.retry_delay_override,
+        )
+
     def summaries(self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]) -> list[TaskSummary]:
-        return [
-            TaskSummary(
-                task_id=ti.task_id,
-                map_index=ti.map_index,
-                state=None if ti.state is None else str(ti.state),
-                try_number=ti.try_number,
-                start_date=ti.start_date,
-                end_date=ti.end_date,
-                xcoms=xcoms.get(TaskKey(ti.task_id, ti.map_index), []),
-                error=errors.get(TaskKey(ti.task_id, ti.map_index)),
-            )
-            for ti in self._tis()
-        ]
+        return [self.summary(key, xcoms.get(key), errors.get(key)) for key in sorted(self._tis_by_key)]
 
     def restore(self, tasks: Iterable[TaskSummary]) -> None:
-        """Take over task states from Airflow's DB: finished and waiting-for-retry tries are kept,
-        anything that was in flight runs again (with its try number carried on)."""
-        keep = _FINISHED | {TaskInstanceState.UP_FOR_RETRY}
+        """Take over task states from an earlier execution or Airflow's DB.
+
+        Finished and waiting-for-retry tries are kept (mapped tasks are expanded to the same indexes
+        first); anything that was in flight runs again, with its try number carried on.
+        """
+        tasks = list(tasks)
+        session = self._session
         for summary in tasks:
-            ti = self.dag_run.get_task_instance(summary.task_id, map_index=summary.map_index, session=self._session)
+            for entry in summary.xcoms:
+                if entry.mapped_length is not None:
+                    session.merge(
+                        TaskMap(
+                            dag_id=self.dag_run.dag_id,
+                            task_id=summary.task_id,
+                            run_id=self.dag_run.run_id,
+                            map_index=summary.map_index,
+                            length=entry.mapped_length,
+                            keys=None,
+                        )
+                    )
+        session.flush()
+        for task_id in sorted({s.task_id for s in tasks if s.map_index >= 0}):
+            if TaskKey(task_id, -1) in self._tis_by_key:
+                TaskMap.expand_mapped_task(self.dag.get_task(task_id), self.dag_run.run_id, session=session)
+        session.commit()
+        self._reload()
+        for summary in tasks:
+            ti = self._tis_by_key.get(TaskKey(summary.task_id, summary.map_index))
             if ti is None:
                 continue
-            ti.try_number = summary.try_number
-            if summary.state is not None and TaskInstanceState(summary.state) in keep:
-                ti.state = TaskInstanceState(summary.state)
+            state = None if summary.state is None else task_state(summary.state)
+            # A try that was in flight runs again as the same try (Airflow's scheduling adds one).
+            ti.try_number = max(summary.try_number - 1, 0) if state in _IN_FLIGHT else summary.try_number
+            if state is not None and state not in _IN_FLIGHT:
+                ti.state = state
                 ti.start_date = summary.start_date
                 ti.end_date = summary.end_date
-        self._session.commit()
+                ti.retry_delay_override = summary.retry_delay_seconds
+        session.commit()
 
     # -- scheduling ---------------------------------------------------------------------------------
 
-    def ready_tasks(self, capacity: int) -> tuple[list[ReadyTask], bool]:
+    def ready_tasks(self, capacity: int) -> Turn:
         """Ask Airflow what may run now and schedule at most ``capacity`` of those tasks.
 
         Scheduling goes through Airflow's ``DagRun.schedule_tis``, so tasks that need no execution
-        (plain ``EmptyOperator``) succeed on the spot, as under Airflow's scheduler. Returns the tasks
-        to start and whether anything finished without running (then ask again at once).
+        (plain ``EmptyOperator``) succeed on the spot, as under Airflow's scheduler. ``progressed`` says
+        whether any state changed without a task starting (skips, upstream failures, empty tasks): the
+        caller then asks again at once.
         """
         session = self._session
-        session.expire_all()
+        self._turn_capacity = max(capacity, 0)
+        self._changed = False
+        self._expanded = False
+        rows = len(self._sorted)
         schedulable, _callback = self.dag_run.update_state(session=session, execute_callbacks=False)
         schedulable = sorted(schedulable, key=lambda t: (t.task_id, t.map_index))
         no_run = [ti for ti in schedulable if not ti.is_schedulable]
-        to_run = [ti for ti in schedulable if ti.is_schedulable][: max(capacity, 0)]
+        runnable = [ti for ti in schedulable if ti.is_schedulable]
+        to_run = runnable[: self._turn_capacity]
+        self._known_ready.update(_key(ti) for ti in runnable[self._turn_capacity :])
         if no_run or to_run:
             self.dag_run.schedule_tis(no_run + to_run, session=session)
         session.commit()
-        session.expire_all()
-        ready = [
-            ReadyTask(TaskKey(ti.task_id, ti.map_index), ti.try_number, ti.max_tries)
-            for ti in self._tis()
-            if ti.state == TaskInstanceState.SCHEDULED
-        ]
-        for ti in self._tis():
+        for ti in no_run + to_run:
+            session.refresh(ti)  # schedule_tis writes with a bulk UPDATE the ORM objects do not see
+        if self._expanded or self._row_count() != rows:
+            self._reload()  # an expansion added rows or renumbered the unmapped one
+        ready = []
+        for ti in to_run:
+            self._known_ready.discard(_key(ti))
             if ti.state == TaskInstanceState.SCHEDULED:
                 ti.state = TaskInstanceState.QUEUED
+                ready.append(ReadyTask(_key(ti), ti.try_number, ti.max_tries))
         session.commit()
-        return ready, bool(no_run)
+        return Turn(ready=ready, progressed=bool(no_run) or self._changed)
 
     def mark_running(self, key: TaskKey, when: datetime) -> None:
         ti = self._ti(key)
@@ -231,11 +413,12 @@ class LocalDagRun:
         """Store one try's outcome the way Airflow's Execution API would."""
         session = self._session
         ti = self._ti(TaskKey(result.task_id, result.map_index))
-        ti.state = TaskInstanceState(result.state)
+        ti.state = task_state(result.state)
         ti.start_date = result.start_date
         ti.end_date = result.end_date
         ti.duration = (result.end_date - result.start_date).total_seconds()
         ti.hostname = result.hostname or ""
+        ti.retry_delay_override = result.retry_delay_seconds if ti.state == TaskInstanceState.UP_FOR_RETRY else None
         for entry in result.xcoms:
             if entry.mapped_length is not None:
                 session.merge(
@@ -253,27 +436,29 @@ class LocalDagRun:
         session.commit()
 
     def record_lost_try(self, key: TaskKey, when: datetime) -> str:
-        """A try whose worker kept failing: fail it, or put it up for retry as Airflow would."""
+        """A try that produced no outcome (its process died, or its worker kept failing): one failed
+        Airflow try, put up for retry when Airflow's retry rules allow."""
         ti = self._ti(key)
         ti.end_date = when
+        ti.retry_delay_override = None
         ti.state = TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
         self._session.commit()
         return str(ti.state)
 
     def _skip(self, task_ids: Iterable[str]) -> None:
         wanted = set(task_ids)
-        for ti in self._tis():
+        for ti in self._sorted:
             if ti.task_id in wanted and ti.state not in _FINISHED:
                 ti.state = TaskInstanceState.SKIPPED
 
     def next_retry_at(self) -> datetime | None:
         """Earliest moment a task waiting in ``up_for_retry`` may run again (Airflow's own delay)."""
-        times = [ti.next_retry_datetime() for ti in self._tis() if ti.state == TaskInstanceState.UP_FOR_RETRY]
+        times = [ti.next_retry_datetime() for ti in self._sorted if ti.state == TaskInstanceState.UP_FOR_RETRY]
         return min(times) if times else None
 
     def fail_unfinished(self, when: datetime) -> None:
         """Cancel the run: unfinished task instances end ``failed`` / ``upstream_failed``; run ``failed``."""
-        for ti in self._tis():
+        for ti in self._sorted:
             if ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED):
                 ti.state = TaskInstanceState.FAILED
                 ti.end_date = when
@@ -296,6 +481,7 @@ def create_local_run(
     conf: dict[str, Any],
     run_type: str = DagRunType.MANUAL,
     run_after: datetime | None = None,
+    start_date: datetime | None = None,
 ) -> LocalDagRun:
     """Create the run; a ``conf`` the DAG's params reject fails the workflow without retrying."""
     now = workflow.now()
@@ -313,8 +499,24 @@ def create_local_run(
             logical_date=logical_date,
             run_after=run_after,
             conf=conf,
+            start_date=start_date,
         )
     except (ParamValidationError, ValueError, TypeError) as err:
         raise ApplicationError(
             f"DAG run conf rejected for run {run_id!r}: {err}", type=INVALID_CONF_ERROR, non_retryable=True
         ) from err
+
+
+def resume_local_run(context: RunContext, serialized_dag: dict[str, Any], tasks: Iterable[TaskSummary]) -> LocalDagRun:
+    """The run as an earlier execution left it (see :class:`temporal_airflow.models.RunSnapshot`)."""
+    local = LocalDagRun(
+        serialized_dag,
+        run_id=context.run_id,
+        run_type=context.run_type,
+        logical_date=context.logical_date,
+        run_after=context.run_after,
+        conf=context.conf,
+        start_date=context.start_date,
+    )
+    local.restore(tasks)
+    return local

@@ -1,7 +1,12 @@
-"""``ExecuteAirflowDagWorkflow``: one DAG run from a DAG file, with no Airflow services at all."""
+"""``ExecuteAirflowDagWorkflow``: one DAG run from a DAG file, with no Airflow services at all.
+
+A long run continues as new with a :class:`RunSnapshot` of itself (same workflow id); the next execution
+resumes from it without parsing the DAG file again, so the run keeps the DAG version it started with.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -20,9 +25,9 @@ from temporal_airflow.models import (
     LoadDagFileResult,
     RunProgress,
 )
-from temporal_airflow.workflows.driver import DagRunDriver, DriverOptions
+from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
 from temporal_airflow.workflows.errors import workflow_failure
-from temporal_airflow.workflows.local_run import create_local_run
+from temporal_airflow.workflows.local_run import LocalDagRun, create_local_run, resume_local_run
 
 
 @workflow.defn(name=STANDALONE_WORKFLOW, sandboxed=False)
@@ -36,8 +41,39 @@ class ExecuteAirflowDagWorkflow:
     @workflow.run
     async def run(self, input: DagExecutionInput) -> DagExecutionResult:
         activity_queue = input.activity_task_queue or DEFAULT_ACTIVITY_TASK_QUEUE
+        resume = input.resume
+        local: LocalDagRun
+        if resume is None:
+            loaded = await self._load_dag(input, activity_queue)
+            self._dag_id, fileloc = loaded.dag_id, loaded.fileloc
+            local = create_local_run(
+                loaded.serialized_dag, run_id=input.run_id, logical_date=input.logical_date, conf=input.conf
+            )
+        else:
+            self._dag_id, fileloc = resume.run.dag_id, resume.fileloc
+            local = resume_local_run(resume.run, resume.serialized_dag, resume.tasks)
+        self._driver = DagRunDriver(
+            local,
+            DriverOptions(
+                dag_path=fileloc,
+                activity_task_queue=activity_queue,
+                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
+                variables=input.variables,
+            ),
+            generation=resume.generation if resume else 0,
+        )
+        if resume is not None:
+            self._driver.carry(resume)
         try:
-            loaded = await workflow.execute_activity(
+            state = await self._driver.run()
+        except ContinueAsNew as cont:
+            workflow.continue_as_new(dataclasses.replace(input, resume=cont.snapshot))
+        return self._driver.result(state)
+
+    async def _load_dag(self, input: DagExecutionInput, activity_queue: str) -> LoadDagFileResult:
+        """Parse the DAG file on an activity worker; import errors fail the run at once."""
+        try:
+            loaded: LoadDagFileResult = await workflow.execute_activity(
                 LOAD_DAG_FILE_ACTIVITY,
                 LoadDagFileInput(dag_path=input.dag_path, dag_id=input.dag_id),
                 result_type=LoadDagFileResult,
@@ -46,27 +82,11 @@ class ExecuteAirflowDagWorkflow:
                 retry_policy=RetryPolicy(
                     maximum_attempts=3, non_retryable_error_types=[DAG_IMPORT_ERROR, DAG_NOT_FOUND_ERROR]
                 ),
+                summary=f"parse {input.dag_path}",
             )
         except ActivityError as err:
             raise workflow_failure(err) from err
-        self._dag_id = loaded.dag_id
-        local = create_local_run(
-            loaded.serialized_dag,
-            run_id=input.run_id,
-            logical_date=input.logical_date,
-            conf=input.conf,
-        )
-        self._driver = DagRunDriver(
-            local,
-            DriverOptions(
-                dag_path=loaded.fileloc,
-                activity_task_queue=activity_queue,
-                heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
-                variables=input.variables,
-            ),
-        )
-        state = await self._driver.run()
-        return self._driver.result(state)
+        return loaded
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:

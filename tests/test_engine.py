@@ -1,0 +1,206 @@
+"""The engine under real workloads: retries on durable timers, dead task processes, big XComs, long runs.
+
+Every test reads the workflow history, not only the result: no workflow task may ever fail, retries
+wait Airflow's delay on a timer, big values stay out of history, and long runs continue as new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.converter import DataConverter
+
+from conftest import EXAMPLES, TEST_DAGS, DagRunner, Queues, states
+from temporal_airflow.activities.dev_server import DevServer
+from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.models import DagExecutionResult
+from temporal_airflow.models.converter import data_converter
+from temporal_airflow.workflows.worker import create_workflow_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+PROBE = TEST_DAGS / "engine_probe.py"
+
+
+def _counter() -> str:
+    return tempfile.mktemp(prefix="engine-counter-")
+
+
+def _runs(counter: str) -> dict[str, int]:
+    """How many times each task body ran (one line per run in the counter file)."""
+    counts: dict[str, int] = {}
+    if Path(counter).exists():
+        for line in Path(counter).read_text().split():
+            counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def _events(history: WorkflowHistory, event_type: int) -> list:
+    return [e for e in history.events if e.event_type == event_type]
+
+
+def assert_healthy(history: WorkflowHistory) -> None:
+    """No workflow task failed or timed out: every turn of the run completed on its first attempt."""
+    failed = _events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
+    timed_out = _events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
+    assert not failed and not timed_out, [e.workflow_task_failed_event_attributes.failure.message for e in failed]
+
+
+def _timestamp(event) -> datetime:
+    return event.event_time.ToDatetime()
+
+
+async def test_retry_waits_retry_delay_on_a_timer_without_failing_a_workflow_task(dag_runner: DagRunner) -> None:
+    handle = await dag_runner.start(EXAMPLES / "flaky_retry.py")
+    result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    assert states(result) == {"flaky": "success", "report": "success"}
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    completed = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    scheduled = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    tries = [e for e in scheduled if "flaky" in e.activity_task_scheduled_event_attributes.activity_id]
+    assert [e.activity_task_scheduled_event_attributes.activity_id for e in tries] == ["flaky#try1", "flaky#try2"]
+    first_done = next(
+        e for e in completed if e.activity_task_completed_event_attributes.scheduled_event_id == tries[0].event_id
+    )
+    waited = (_timestamp(tries[1]) - _timestamp(first_done)).total_seconds()
+    assert 1.9 <= waited <= 6, waited  # retry_delay=2s, on a durable timer
+    assert _events(history, EventType.EVENT_TYPE_TIMER_STARTED), "the retry delay is a workflow timer"
+
+
+async def test_retry_policy_delay_is_honoured(dag_runner: DagRunner) -> None:
+    counter = _counter()
+    handle = await dag_runner.start(PROBE, dag_id="retry_policy_probe", conf={"counter": counter})
+    result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    assert states(result) == {"flaky": "success"}
+    assert result.tasks[0].try_number == 2 and _runs(counter) == {"flaky": 2}
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    scheduled = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    completed = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    first_done, second = completed[-2], scheduled[-1]
+    waited = (_timestamp(second) - _timestamp(first_done)).total_seconds()
+    assert 2.9 <= waited <= 8, waited  # the policy's 3 s, not the task's 10 min retry_delay
+
+
+async def test_dead_task_process_is_one_failed_try(dag_runner: DagRunner) -> None:
+    counter = _counter()
+    handle = await dag_runner.start(PROBE, dag_id="process_dies", conf={"counter": counter})
+    result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "failed"
+    assert states(result) == {"dies_no_retry": "failed", "dies_with_retries": "failed"}
+    # os._exit(1) is one failed Airflow try: retries=0 runs once, retries=2 three times. Never more.
+    assert _runs(counter) == {"dies_no_retry": 1, "dies_with_retries": 3}
+    by_id = {t.task_id: t for t in result.tasks}
+    assert by_id["dies_with_retries"].try_number == 3
+    error = by_id["dies_no_retry"].error or ""
+    assert "exited with code 1" in error and "TaskProcessDied" in error
+    assert_healthy(await handle.fetch_history())
+
+
+async def test_branching_needs_no_idle_timer(dag_runner: DagRunner) -> None:
+    handle = await dag_runner.start(EXAMPLES / "branching.py")
+    await handle.result()
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    assert not _events(history, EventType.EVENT_TYPE_TIMER_STARTED), "skip-only turns must not wait on a timer"
+
+
+async def test_big_xcoms_travel_by_reference(dag_runner: DagRunner) -> None:
+    handle = await dag_runner.start(PROBE, dag_id="big_xcoms")
+    result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "success", [(t.task_id, t.error) for t in result.tasks]
+    assert {t.task_id: t.state for t in result.tasks} == {
+        **{f"part_{i}": "success" for i in range(5)},
+        "combine": "success",
+        "huge": "success",
+    }
+    combine = next(t for t in result.tasks if t.task_id == "combine")
+    assert json.loads(combine.xcoms[0].value_json) == 5 * 450 * 1024
+    huge = next(t for t in result.tasks if t.task_id == "huge")
+    assert huge.xcoms[0].value_ref is not None and huge.xcoms[0].value_json == ""
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    assert len(history.to_json()) < 200_000, "XCom values must not enter workflow history"
+
+
+@dataclass
+class Stack:
+    """A Temporal dev server of its own, with workers and a runner, for tests that change its settings."""
+
+    server: DevServer
+    client: Client
+    runner: DagRunner
+
+
+@asynccontextmanager
+async def own_stack(
+    converter: Callable[[], DataConverter] = data_converter, dynamic_config: dict[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    with DevServer(dynamic_config=dynamic_config or {}) as server:
+        client = await Client.connect(server.address, data_converter=converter())
+        queues = Queues()
+        async with (
+            create_workflow_worker(client, task_queue=queues.workflows),
+            create_activity_worker(client, task_queue=queues.activities, max_concurrent=4),
+        ):
+            yield Stack(server, client, DagRunner(client, queues))
+
+
+async def test_without_payload_store_oversized_xcoms_fail_their_tasks_clearly(workers: None) -> None:
+    async with own_stack(converter=DataConverter) as stack:
+        handle = await stack.runner.start(PROBE, dag_id="big_xcoms")
+        result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+        assert_healthy(await handle.fetch_history())
+    by_id = {t.task_id: t for t in result.tasks}
+    assert result.state == "failed"
+    # The 3 MB value is over what one try may keep inline; the 5 x 450 KB fan-in over what an input may carry.
+    for task_id, limit in (("huge", "524288 bytes"), ("combine", "1572864 bytes")):
+        task = by_id[task_id]
+        assert (task.state, task.try_number) == ("failed", 1), task_id
+        assert task.error is not None and "XComTooLarge" in task.error and limit in task.error, task.error
+
+
+async def _executions(client: Client, handle: WorkflowHandle) -> list[WorkflowHistory]:
+    """Every execution of the workflow, first to last, following continue-as-new."""
+    histories = []
+    run_id: str | None = handle.first_execution_run_id or handle.run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            break
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return histories
+
+
+async def test_long_run_continues_as_new_and_runs_every_task_once(workers: None) -> None:
+    counter = _counter()
+    async with own_stack(dynamic_config={"limit.historyCount.suggestContinueAsNew": "120"}) as stack:
+        handle = await stack.runner.start(
+            PROBE, dag_id="long_chain", conf={"counter": counter}, run_id=f"chain-{uuid.uuid4().hex[:6]}"
+        )
+        result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+        executions = await _executions(stack.client, handle)
+    assert result.state == "success", [(t.task_id, t.state, t.error) for t in result.tasks if t.state != "success"]
+    assert len(executions) >= 3, "a 40-task chain must continue as new with a 120-event suggestion"
+    for history in executions:
+        assert_healthy(history)
+        assert len(history.events) < 400
+    assert _runs(counter) == {f"step_{i:03d}": 1 for i in range(40)}
+    by_key = {(t.task_id, t.map_index): t for t in result.tasks}
+    assert json.loads(by_key[("total", -1)].xcoms[0].value_json) == 42 + 40
+    assert all(t.try_number == 1 for t in result.tasks if t.task_id.startswith("step_"))
+    assert result.run_id.startswith("chain-")
