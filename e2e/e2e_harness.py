@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from e2e_stack import ROOT, Endpoints, Stack
 from temporal_airflow.activities.airflow_rest import AirflowRest
 from temporal_airflow.models.converter import data_converter
+from temporal_airflow.orchestrator.bridge import workflow_id
 
 ARTIFACTS = ROOT / ".artifacts" / "e2e"
 CHROMIUM = os.environ.get("TEMPORAL_AIRFLOW_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -63,7 +64,7 @@ class Deployment:
         return self.endpoints.api_url
 
     def workflow_status(self, dag_id: str, run_id: str) -> WorkflowExecutionStatus | None:
-        """Status of the run's workflow ``airflow-{dag_id}-{run_id}``; ``None`` when there is none."""
+        """Status of the run's workflow (``workflow_id(dag_id, run_id)``); ``None`` when there is none."""
 
         async def describe(client: Client) -> WorkflowExecutionStatus | None:
             try:
@@ -111,11 +112,6 @@ class Deployment:
             timeout,
             f"{dag_id} run {run_id} to reach {sorted(states)}",
         )
-
-
-def workflow_id(dag_id: str, run_id: str) -> str:
-    """The id the orchestrator gives a managed run's workflow (documented in the README)."""
-    return f"airflow-{dag_id}-{run_id}"
 
 
 def screenshot(page: Page, name: str) -> Path:
