@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from temporal_airflow.activities.local_stack import LocalStack, stack_settings, wait_http
+from temporal_airflow.activities.local_stack import STACK_DEFAULTS, LocalStack, stack_secrets, stack_settings, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -114,13 +114,17 @@ class ContainerStack:
         temporal.with_exposed_ports(7233, 8233).start()
         temporal_host = temporal.get_container_host_ip()
 
-        env = stack_settings(
-            sql_alchemy_conn="postgresql+psycopg2://airflow:airflow@postgres:5432/airflow",
-            dags_folder="/opt/airflow/dags",
-            log_folder="/opt/airflow/logs",
-            execution_api_url="http://airflow-api-server:8080/execution/",
-            temporal_address="temporal:7233",
-        )
+        env = {
+            **STACK_DEFAULTS,
+            **stack_secrets(self.workdir),
+            **stack_settings(
+                sql_alchemy_conn="postgresql+psycopg2://airflow:airflow@postgres:5432/airflow",
+                dags_folder="/opt/airflow/dags",
+                log_folder="/opt/airflow/logs",
+                execution_api_url="http://airflow-api-server:8080/execution/",
+                temporal_address="temporal:7233",
+            ),
+        }
         env["TEMPORAL_UI_URL"] = f"http://{temporal_host}:{temporal.get_exposed_port(8233)}"
 
         def airflow_container(name: str, image: str, command: str) -> Any:
