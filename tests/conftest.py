@@ -27,7 +27,8 @@ os.environ["AIRFLOW_CONN_TEST_SERVICE"] = (
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.worker import create_activity_worker
@@ -40,9 +41,15 @@ TEST_DAGS = Path(__file__).resolve().parent / "dags"
 ARTIFACTS = ROOT / ".artifacts"
 
 
+#: The session's server suggests continue-as-new early, so long test runs exercise it on every change.
+SUGGEST_CONTINUE_AS_NEW_EVENTS = "300"
+
+
 @pytest.fixture(scope="session")
 def temporal_server() -> Iterator[DevServer]:
-    with DevServer() as server:
+    with DevServer(
+        dynamic_config={"limit.historyCount.suggestContinueAsNew": SUGGEST_CONTINUE_AS_NEW_EVENTS}
+    ) as server:
         yield server
 
 
@@ -152,3 +159,45 @@ def airflow_dag_test(home: str, dag_file: Path, conf: dict | None) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"dag.test() gave no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+# -- reading workflow histories -------------------------------------------------------------------
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def record_history(name: str, history: WorkflowHistory) -> None:
+    """With ``RECORD_HISTORIES=1``, keep ``history`` as ``tests/histories/{name}.json`` for the replay test.
+
+    Only healthy histories are kept: a recorded history with a workflow-task failure would be a bug.
+    """
+    if os.environ.get("RECORD_HISTORIES"):
+        assert_healthy(history)
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+def events(history: WorkflowHistory, event_type: int) -> list:
+    return [e for e in history.events if e.event_type == event_type]
+
+
+def assert_healthy(history: WorkflowHistory) -> None:
+    """No workflow task failed or timed out: every turn of the run completed on its first attempt."""
+    failed = events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
+    timed_out = events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
+    assert not failed and not timed_out, [e.workflow_task_failed_event_attributes.failure.message for e in failed]
+
+
+async def executions(client: Client, handle: WorkflowHandle) -> list[WorkflowHistory]:
+    """Every execution of the workflow, first to last, following continue-as-new."""
+    histories = []
+    run_id: str | None = handle.first_execution_run_id or handle.run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            break
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return histories

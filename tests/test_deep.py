@@ -7,6 +7,7 @@ Everything a user sees is checked through Airflow's REST API.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 import uuid
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import airflow
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test
+from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test, assert_healthy, executions, record_history
 from temporal_airflow.activities.airflow_rest import AirflowRest
 from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.local_stack import LocalStack
@@ -27,6 +30,8 @@ from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecu
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
 
 DEEP_DAGS = ROOT / "tests" / "deep_dags"
+AIRFLOW_EXAMPLES = Path(airflow.__file__).parent / "example_dags"
+NESTED_BRANCH = "example_nested_branch_dag.py"
 SERVICE_PASSWORD = "deep-pa55-w0rd-not-for-history"
 
 
@@ -36,8 +41,8 @@ def stack(temporal_server: DevServer, queues: Queues) -> Iterator[LocalStack]:
     workdir = Path(tempfile.mkdtemp(prefix="deep-stack-"))
     dags = workdir / "dags"
     dags.mkdir()
-    for source in [*DEEP_DAGS.glob("*.py"), EXAMPLES / "trigger_rules.py"]:
-        (dags / source.name).symlink_to(source)
+    for source in [*DEEP_DAGS.glob("*.py"), EXAMPLES / "trigger_rules.py", AIRFLOW_EXAMPLES / NESTED_BRANCH]:
+        shutil.copy(source, dags / source.name)
     stack = LocalStack(workdir, dags)
     stack.temporal = temporal_server  # share the session's Temporal server and workflow worker
     try:
@@ -113,6 +118,7 @@ async def test_ui_sees_the_run_live_then_final_states_and_xcoms(
     assert api.run("deep_progress", run_id)["state"] == "success"
     assert api.xcom("deep_progress", run_id, "extract") == {"rows": 3, "source": "db"}
     assert api.xcom("deep_progress", run_id, "slow") == 30
+    record_history("deep_progress", await handle.fetch_history())
     assert api.xcom("deep_progress", run_id, "finish") == "30 from db"
 
 
@@ -187,3 +193,37 @@ async def test_run_survives_a_database_outage(
 def _newest_is_running(api: AirflowRest) -> bool:
     runs = api.request("GET", "dags/deep_progress/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
     return bool(runs) and runs[0]["state"] == "running"
+
+
+async def test_long_run_continues_as_new_and_airflow_sees_every_task_once(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    handle = await start_deep(client, queues, "deep_long_chain")
+    result = await asyncio.wait_for(handle.result(), timeout=600)
+    assert result.state == "success"
+    runs = await executions(client, handle)
+    assert len(runs) >= 2, "the session server suggests continue-as-new after 300 events"
+    for history in runs:
+        assert_healthy(history)
+    record_history("deep_long_chain_continued", runs[0])
+    record_history("deep_long_chain_resumed", runs[-1])
+    in_airflow = api.task_instances("deep_long_chain", result.run_id)
+    assert {t: (ti["state"], ti["try_number"]) for t, ti in in_airflow.items()} == {
+        f"step_{i:02d}": ("success", 1) for i in range(30)
+    }
+    assert api.run("deep_long_chain", result.run_id)["state"] == "success"
+    assert api.xcom("deep_long_chain", result.run_id, "step_29") == 30
+
+
+async def test_nested_branches_propagate_skips_without_idle_timers(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    handle = await start_deep(client, queues, "example_nested_branch_dag")
+    result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "success"
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    assert not timers, "a turn that only propagates skips is followed at once, never by a timer"
+    in_airflow = {t: ti["state"] for t, ti in api.task_instances("example_nested_branch_dag", result.run_id).items()}
+    assert in_airflow == {t.task_id: t.state for t in result.tasks}

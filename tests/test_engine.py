@@ -18,10 +18,20 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.converter import DataConverter
 
-from conftest import EXAMPLES, TEST_DAGS, DagRunner, Queues, states
+from conftest import (
+    EXAMPLES,
+    TEST_DAGS,
+    DagRunner,
+    Queues,
+    assert_healthy,
+    events,
+    executions,
+    record_history,
+    states,
+)
 from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.worker import create_activity_worker
 from temporal_airflow.models import DagExecutionResult
@@ -46,17 +56,6 @@ def _runs(counter: str) -> dict[str, int]:
     return counts
 
 
-def _events(history: WorkflowHistory, event_type: int) -> list:
-    return [e for e in history.events if e.event_type == event_type]
-
-
-def assert_healthy(history: WorkflowHistory) -> None:
-    """No workflow task failed or timed out: every turn of the run completed on its first attempt."""
-    failed = _events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
-    timed_out = _events(history, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
-    assert not failed and not timed_out, [e.workflow_task_failed_event_attributes.failure.message for e in failed]
-
-
 def _timestamp(event) -> datetime:
     return event.event_time.ToDatetime()
 
@@ -67,8 +66,9 @@ async def test_retry_waits_retry_delay_on_a_timer_without_failing_a_workflow_tas
     assert states(result) == {"flaky": "success", "report": "success"}
     history = await handle.fetch_history()
     assert_healthy(history)
-    completed = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
-    scheduled = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    record_history("flaky_retry", history)
+    completed = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    scheduled = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     tries = [e for e in scheduled if "flaky" in e.activity_task_scheduled_event_attributes.activity_id]
     assert [e.activity_task_scheduled_event_attributes.activity_id for e in tries] == ["flaky#try1", "flaky#try2"]
     first_done = next(
@@ -76,7 +76,7 @@ async def test_retry_waits_retry_delay_on_a_timer_without_failing_a_workflow_tas
     )
     waited = (_timestamp(tries[1]) - _timestamp(first_done)).total_seconds()
     assert 1.9 <= waited <= 6, waited  # retry_delay=2s, on a durable timer
-    assert _events(history, EventType.EVENT_TYPE_TIMER_STARTED), "the retry delay is a workflow timer"
+    assert events(history, EventType.EVENT_TYPE_TIMER_STARTED), "the retry delay is a workflow timer"
 
 
 async def test_retry_policy_delay_is_honoured(dag_runner: DagRunner) -> None:
@@ -87,8 +87,9 @@ async def test_retry_policy_delay_is_honoured(dag_runner: DagRunner) -> None:
     assert result.tasks[0].try_number == 2 and _runs(counter) == {"flaky": 2}
     history = await handle.fetch_history()
     assert_healthy(history)
-    scheduled = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    completed = _events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    record_history("retry_policy", history)
+    scheduled = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    completed = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     first_done, second = completed[-2], scheduled[-1]
     waited = (_timestamp(second) - _timestamp(first_done)).total_seconds()
     assert 2.9 <= waited <= 8, waited  # the policy's 3 s, not the task's 10 min retry_delay
@@ -106,7 +107,9 @@ async def test_dead_task_process_is_one_failed_try(dag_runner: DagRunner) -> Non
     assert by_id["dies_with_retries"].try_number == 3
     error = by_id["dies_no_retry"].error or ""
     assert "exited with code 1" in error and "TaskProcessDied" in error
-    assert_healthy(await handle.fetch_history())
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    record_history("process_dies", history)
 
 
 async def test_branching_needs_no_idle_timer(dag_runner: DagRunner) -> None:
@@ -114,7 +117,7 @@ async def test_branching_needs_no_idle_timer(dag_runner: DagRunner) -> None:
     await handle.result()
     history = await handle.fetch_history()
     assert_healthy(history)
-    assert not _events(history, EventType.EVENT_TYPE_TIMER_STARTED), "skip-only turns must not wait on a timer"
+    assert not events(history, EventType.EVENT_TYPE_TIMER_STARTED), "skip-only turns must not wait on a timer"
 
 
 async def test_big_xcoms_travel_by_reference(dag_runner: DagRunner) -> None:
@@ -172,20 +175,6 @@ async def test_without_payload_store_oversized_xcoms_fail_their_tasks_clearly(wo
         assert task.error is not None and "XComTooLarge" in task.error and limit in task.error, task.error
 
 
-async def _executions(client: Client, handle: WorkflowHandle) -> list[WorkflowHistory]:
-    """Every execution of the workflow, first to last, following continue-as-new."""
-    histories = []
-    run_id: str | None = handle.first_execution_run_id or handle.run_id
-    while run_id:
-        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-        histories.append(history)
-        last = history.events[-1]
-        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-            break
-        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-    return histories
-
-
 async def test_long_run_continues_as_new_and_runs_every_task_once(workers: None) -> None:
     counter = _counter()
     async with own_stack(dynamic_config={"limit.historyCount.suggestContinueAsNew": "120"}) as stack:
@@ -193,14 +182,28 @@ async def test_long_run_continues_as_new_and_runs_every_task_once(workers: None)
             PROBE, dag_id="long_chain", conf={"counter": counter}, run_id=f"chain-{uuid.uuid4().hex[:6]}"
         )
         result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
-        executions = await _executions(stack.client, handle)
+        runs = await executions(stack.client, handle)
     assert result.state == "success", [(t.task_id, t.state, t.error) for t in result.tasks if t.state != "success"]
-    assert len(executions) >= 3, "a 40-task chain must continue as new with a 120-event suggestion"
-    for history in executions:
+    assert len(runs) >= 3, "a 40-task chain must continue as new with a 120-event suggestion"
+    for history in runs:
         assert_healthy(history)
         assert len(history.events) < 400
+    record_history("long_chain_continued", runs[0])
+    record_history("long_chain_resumed", runs[-1])
     assert _runs(counter) == {f"step_{i:03d}": 1 for i in range(40)}
     by_key = {(t.task_id, t.map_index): t for t in result.tasks}
     assert json.loads(by_key[("total", -1)].xcoms[0].value_json) == 42 + 40
     assert all(t.try_number == 1 for t in result.tasks if t.task_id.startswith("step_"))
     assert result.run_id.startswith("chain-")
+
+
+async def test_cancelled_run_stops_its_task_and_fails_the_rest(dag_runner: DagRunner) -> None:
+    handle = await dag_runner.start(TEST_DAGS / "crash_probe.py", conf={"marker": _counter(), "seconds": 60})
+    await asyncio.sleep(8)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), timeout=120)
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+    record_history("cancelled", history)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from conftest import TEST_DAGS, DagRunner, Queues
+from conftest import TEST_DAGS, DagRunner, Queues, assert_healthy, record_history
 from temporal_airflow.activities.dev_server import DevServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -81,3 +81,6 @@ async def test_run_survives_sigkill_of_activity_worker(
     assert ends[0].split()[1] == starts[1].split()[1]
     # Same Airflow try: a lost worker is not a task failure.
     assert next(t for t in result.tasks if t.task_id == "long_step").try_number == 1
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    record_history("lost_worker", history)

@@ -48,13 +48,14 @@ _TIMEOUT_GRACE = timedelta(minutes=2)
 _NO_TIMEOUT = timedelta(days=365)
 #: How long to wait before re-asking Airflow when nothing runs, nothing changed and no retry waits.
 _IDLE_RECHECK = timedelta(seconds=5)
-#: A lost worker (heartbeat timeout, worker restart) retries the same Airflow try at most twice more.
-#: A task's own failure never gets here: it is an outcome, and a dead task process is non-retryable.
+#: Infrastructure trouble (a lost worker, the metadata DB away for a while) retries the same Airflow try,
+#: at most 4 more times over ~30 s of backoff. A task's own failure never gets here: it is an outcome,
+#: and a dead task process is a non-retryable error (one failed try).
 _INFRA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=3,
+    maximum_attempts=5,
     non_retryable_error_types=[TASK_PROCESS_DIED_ERROR, XCOM_TOO_LARGE_ERROR],
 )
 #: A try's input may carry at most this many bytes of XCom values inline (Temporal caps payloads at

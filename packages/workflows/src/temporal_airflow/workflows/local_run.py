@@ -21,6 +21,7 @@ workflow is sorted so that the order of commands never depends on SQLite's row o
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,8 +37,8 @@ from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskmap import TaskMap
 from airflow.serialization.serialized_objects import DagSerialization
+from airflow.task.trigger_rule import TriggerRule
 from airflow.utils.state import DagRunState, TaskInstanceState
-from airflow.utils.trigger_rule import TriggerRule
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
 from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,11 +48,15 @@ from temporalio.exceptions import ApplicationError
 
 from temporal_airflow.models import (
     INVALID_CONF_ERROR,
+    Deferral,
+    Reschedule,
     RunContext,
     TaskExecutionResult,
     TaskSummary,
+    TriggerOutcome,
     XComEntry,
 )
+from temporal_airflow.workflows.wait_records import WaitRecords
 
 _BUNDLE = "temporal-airflow"
 _FINISHED = frozenset(
@@ -67,6 +72,25 @@ _FINISHED = frozenset(
 _IN_FLIGHT = frozenset({TaskInstanceState.SCHEDULED, TaskInstanceState.QUEUED, TaskInstanceState.RUNNING})
 
 import_all_models()
+
+#: While a workflow's turn runs: how many freshly expanded task instances Airflow may check at once.
+_EXPANSION_SLICE: ContextVar[int | None] = ContextVar("temporal_airflow_expansion_slice", default=None)
+_expand_mapped_task = TaskMap.expand_mapped_task.__func__  # type: ignore[attr-defined]
+
+
+def _expand_in_slices(cls: type[TaskMap], task: Any, run_id: str, *, session: Session) -> Any:
+    """``TaskMap.expand_mapped_task``, handing back only the first slice of the new task instances.
+
+    Airflow checks the dependencies of every instance an expansion returns in the same pass: seconds
+    for thousands of indexes. Inside a workflow turn the rest stay in the DB (state ``None``, already
+    expanded) and are checked a turn's worth at a time by :class:`LocalDagRun`. Elsewhere, unchanged.
+    """
+    tis, total = _expand_mapped_task(cls, task, run_id, session=session)
+    limit = _EXPANSION_SLICE.get()
+    return (tis if limit is None else tis[:limit]), total
+
+
+TaskMap.expand_mapped_task = classmethod(_expand_in_slices)  # type: ignore[assignment,method-assign]
 
 
 class InvalidTaskState(ValueError):
@@ -184,6 +208,7 @@ class LocalDagRun:
         self._turn_capacity = 0
         self._changed = False
         self._expanded = False
+        self._waits = WaitRecords(session)
         self._reload()
         self._install_seams()
 
@@ -320,6 +345,8 @@ class LocalDagRun:
             xcoms=xcoms or [],
             error=error,
             retry_delay_seconds=ti.retry_delay_override,
+            reschedule=self._waits.reschedule(ti) if ti.state == TaskInstanceState.UP_FOR_RESCHEDULE else None,
+            deferral=self._waits.deferral(ti),
         )
 
     def summaries(self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]) -> list[TaskSummary]:
@@ -364,6 +391,7 @@ class LocalDagRun:
                 ti.start_date = summary.start_date
                 ti.end_date = summary.end_date
                 ti.retry_delay_override = summary.retry_delay_seconds
+                self._waits.restore(ti, summary)
         session.commit()
 
     # -- scheduling ---------------------------------------------------------------------------------
@@ -381,7 +409,11 @@ class LocalDagRun:
         self._changed = False
         self._expanded = False
         rows = len(self._sorted)
-        schedulable, _callback = self.dag_run.update_state(session=session, execute_callbacks=False)
+        token = _EXPANSION_SLICE.set(max(self._turn_capacity, 1))
+        try:
+            schedulable, _callback = self.dag_run.update_state(session=session, execute_callbacks=False)
+        finally:
+            _EXPANSION_SLICE.reset(token)
         schedulable = sorted(schedulable, key=lambda t: (t.task_id, t.map_index))
         no_run = [ti for ti in schedulable if not ti.is_schedulable]
         runnable = [ti for ti in schedulable if ti.is_schedulable]
@@ -433,6 +465,7 @@ class LocalDagRun:
                 )
         if result.skipped_task_ids:
             self._skip(result.skipped_task_ids)
+        self._waits.record(ti, result)
         session.commit()
 
     def record_lost_try(self, key: TaskKey, when: datetime) -> str:
@@ -450,6 +483,33 @@ class LocalDagRun:
         for ti in self._sorted:
             if ti.task_id in wanted and ti.state not in _FINISHED:
                 ti.state = TaskInstanceState.SKIPPED
+
+    def reschedule(self, key: TaskKey) -> Reschedule | None:
+        """A reschedule-mode sensor's earlier pokes of its current try."""
+        return self._waits.reschedule(self._ti(key))
+
+    def next_poke_at(self) -> datetime | None:
+        """Earliest moment a sensor waiting in ``up_for_reschedule`` may poke again (its own date)."""
+        return self._waits.next_poke_at(self._sorted)
+
+    def resume_point(self, key: TaskKey) -> tuple[str | None, dict[str, Any] | None]:
+        """The method (and its kwargs, with the trigger's event) a resumed deferred try runs."""
+        ti = self._ti(key)
+        return ti.next_method, ti.next_kwargs
+
+    def deferrals(self) -> dict[TaskKey, Deferral]:
+        """Every deferred task instance and what it waits for."""
+        found = ((key, self._waits.deferral(ti)) for key, ti in self._tis_by_key.items())
+        return {key: deferral for key, deferral in sorted(found) if deferral is not None}
+
+    def resume_deferred(self, key: TaskKey, outcome: TriggerOutcome, when: datetime) -> ReadyTask | None:
+        """Wake a deferred task instance: the try to start again, or ``None`` when the event ended it."""
+        ti = self._ti(key)
+        if ti.state != TaskInstanceState.DEFERRED:
+            return None
+        resumed = self._waits.resume(ti, outcome, when)
+        self._session.commit()
+        return ReadyTask(key, ti.try_number, ti.max_tries) if resumed else None
 
     def next_retry_at(self) -> datetime | None:
         """Earliest moment a task waiting in ``up_for_retry`` may run again (Airflow's own delay)."""

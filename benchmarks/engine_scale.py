@@ -1,0 +1,231 @@
+"""The engine at scale: big runs' history per execution, turn cost, replay time, next to dag.test().
+
+    uv run python benchmarks/engine_scale.py [--chain 1000] [--fanout 2000] [--skip-dag-test]
+
+For a chain of ``--chain`` no-op tasks and a mapped fan-out of ``--fanout`` indexes (plus its producer
+and a reducer), each run through the standalone workflow on an embedded Temporal dev server with
+in-process workers, prints: wall time, executions (continue-as-new), and the events and bytes of each
+execution's history (Temporal warns at 10,240 events / 10 MB), then the time a full replay of the largest
+execution takes, and Airflow's ``dag.test()`` wall time on the same DAG. Finally the cost of one
+scheduling turn (the workflow's in-memory Airflow DagRun, outside Temporal) at the fan-out's size: the
+turn that expands the mapped task and the median steady turn. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+DAGS = """
+import pendulum
+from airflow.sdk import dag, task
+
+START = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+@dag(dag_id="scale_chain", schedule=None, start_date=START, max_active_tasks=16)
+def scale_chain():
+    @task
+    def step(i: int) -> None:
+        return None
+
+    previous = None
+    for i in range({chain}):
+        current = step.override(task_id=f"step_{{i:05d}}")(i)
+        if previous is not None:
+            previous >> current
+        previous = current
+
+@dag(dag_id="scale_fanout", schedule=None, start_date=START, max_active_tasks=16)
+def scale_fanout():
+    @task
+    def produce() -> list[int]:
+        return list(range({fanout}))
+
+    @task
+    def work(x: int) -> int:
+        return x
+
+    @task
+    def reduce(values: list[int]) -> int:
+        return sum(values)
+
+    reduce(work.expand(x=produce()))
+
+scale_chain()
+scale_fanout()
+"""
+
+REFERENCE = """
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).dags[sys.argv[2]]
+started = time.monotonic()
+run = dag.test()
+print("RESULT " + json.dumps({"wall": time.monotonic() - started, "state": str(run.state)}))
+"""
+
+
+@dataclass
+class Execution:
+    events: int
+    bytes: int
+
+
+@dataclass
+class BigRun:
+    dag_id: str
+    state: str
+    wall: float
+    executions: list[Execution]
+    replay_seconds: float
+
+
+async def temporal_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.worker import Replayer
+
+    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.dev_server import DevServer
+    from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
+    from temporal_airflow.workflows import clock
+    from temporal_airflow.workflows.worker import WORKFLOWS, connect_client, create_workflow_worker
+
+    runs = []
+    with DevServer() as server:
+        client = await connect_client(server.address)
+        await warm_up()
+        async with create_workflow_worker(client, "scale-wf"), create_activity_worker(client, "scale-act"):
+            for dag_id in dag_ids:
+                started = time.monotonic()
+                handle = await client.start_workflow(
+                    STANDALONE_WORKFLOW,
+                    DagExecutionInput(dag_path=str(dag_file), dag_id=dag_id, activity_task_queue="scale-act"),
+                    id=f"scale-{dag_id}-{uuid.uuid4().hex[:6]}",
+                    task_queue="scale-wf",
+                    result_type=DagExecutionResult,
+                )
+                result = await handle.result()
+                wall = time.monotonic() - started
+                executions, histories = [], []
+                run_id: str | None = handle.first_execution_run_id
+                while run_id:
+                    history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+                    histories.append(history)
+                    executions.append(Execution(len(history.events), len(history.to_json().encode())))
+                    last = history.events[-1]
+                    run_id = (
+                        last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+                        else None
+                    )
+                clock.install()
+                largest = max(histories, key=lambda h: len(h.events))
+                replay_started = time.monotonic()
+                await Replayer(workflows=WORKFLOWS, data_converter=client.data_converter).replay_workflow(largest)
+                runs.append(BigRun(dag_id, result.state, wall, executions, time.monotonic() - replay_started))
+    return runs
+
+
+def dag_test(dag_file: Path, dag_id: str) -> float:
+    home = tempfile.mkdtemp(prefix="scale-airflow-")
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(dag_file.parent),
+        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+    )
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(dag_file), dag_id], env=env, capture_output=True, text=True
+    )
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return float(json.loads(line[len("RESULT ") :])["wall"])
+
+
+def turn_costs(dag_file: Path, fanout: int) -> tuple[int, float, float]:
+    """Seconds of the expansion turn and the median steady turn of the fan-out, outside Temporal."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from temporal_airflow.models import TaskExecutionResult, XComEntry
+    from temporal_airflow.workflows.local_run import LocalDagRun
+
+    dag = DagBag(dag_folder=str(dag_file), safe_mode=False).dags["scale_fanout"]
+    now = datetime(2024, 1, 2, tzinfo=UTC)
+    local = LocalDagRun(
+        DagSerialization.to_dict(dag), run_id="bench", run_type="manual", logical_date=now, run_after=now, conf={}
+    )
+    timings, tasks = [], 0
+    while not local.finished and len(timings) < 400:
+        started = time.perf_counter()
+        turn = local.ready_tasks(16)
+        timings.append(time.perf_counter() - started)
+        for ready in turn.ready:
+            local.mark_running(ready.key, now)
+            xcoms = []
+            if ready.key.task_id == "produce":
+                xcoms = [XComEntry("produce", "return_value", "[]", mapped_length=fanout)]
+            local.record_result(
+                TaskExecutionResult(
+                    task_id=ready.key.task_id,
+                    map_index=ready.key.map_index,
+                    state="success",
+                    try_number=ready.try_number,
+                    start_date=now,
+                    end_date=now,
+                    xcoms=xcoms,
+                )
+            )
+        tasks = max(tasks, len(local.states()))
+    expansion = max(timings)
+    return tasks, expansion, statistics.median(timings[3:] or timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", type=int, default=1000)
+    parser.add_argument("--fanout", type=int, default=2000)
+    parser.add_argument("--skip-dag-test", action="store_true", help="do not run Airflow's dag.test() baseline")
+    args = parser.parse_args()
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TEMPORAL_AIRFLOW_PAYLOAD_STORAGE", tempfile.mkdtemp(prefix="scale-payloads-"))
+    workdir = Path(tempfile.mkdtemp(prefix="scale-dags-"))
+    dag_file = workdir / "scale.py"
+    dag_file.write_text(DAGS.format(chain=args.chain, fanout=args.fanout))
+
+    runs = asyncio.run(temporal_runs(dag_file, ["scale_chain", "scale_fanout"]))
+    baseline = {} if args.skip_dag_test else {run.dag_id: dag_test(dag_file, run.dag_id) for run in runs}
+    print(f"\nchain of {args.chain} tasks, fan-out of {args.fanout} mapped indexes (standalone workflow)")
+    header = f"{'dag':<14}{'state':>9}{'wall s':>9}{'dag.test s':>12}{'executions':>12}"
+    print(header + f"{'max events':>12}{'max MB':>9}{'replay s':>10}")
+    for run in runs:
+        ref = baseline.get(run.dag_id)
+        most_events = max(e.events for e in run.executions)
+        most_bytes = max(e.bytes for e in run.executions) / 1e6
+        reference = f"{ref:>12.1f}" if ref is not None else f"{'-':>12}"
+        print(
+            f"{run.dag_id:<14}{run.state:>9}{run.wall:>9.1f}{reference}{len(run.executions):>12}"
+            f"{most_events:>12}{most_bytes:>9.2f}{run.replay_seconds:>10.2f}"
+        )
+    tasks, expansion, steady = turn_costs(dag_file, args.fanout)
+    print(
+        f"\nscheduling turn at {tasks} task instances: expansion {expansion * 1e3:.0f} ms, steady {steady * 1e3:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
