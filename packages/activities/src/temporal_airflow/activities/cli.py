@@ -108,6 +108,10 @@ def _xcom_value(value_json: str) -> Any:
         return value_json
 
 
+def _label(task: Any) -> str:
+    return task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
+
+
 _UNFINISHED = {"scheduled", "queued", "running", "deferred", "restarting", "up_for_reschedule"}
 
 
@@ -146,7 +150,7 @@ class ProgressPrinter:
 
     @staticmethod
     def _events(task: Any, ran_before: bool) -> list[_Event]:
-        label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
+        label = _label(task)
         start, end = task.start_date, task.end_date
         if task.state in _UNFINISHED:
             return [_Event(start or datetime.now(UTC), task.state, label, task.try_number, None)]
@@ -298,7 +302,7 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
 async def _stop_workers(workers: list[Any], running: list[asyncio.Future[None]], timeout: float = 30) -> None:
     """Shut the in-process workers down, then end the task tries they leave running.
 
-    A worker's shutdown does not wait for its async activities: they are cancelled here, and each ends
+    A worker's shutdown may return while its async activities still run: they are cancelled here; each ends
     its task process (SIGTERM, so the operator's ``on_kill`` runs; SIGKILL after a grace period). Past
     ``timeout`` the command exits anyway and the task host follows it (its stdin closes).
     """
@@ -331,7 +335,7 @@ def _report(result: Any, workflow_id: str, link: str | None, output: str, out: T
             "run_id": result.run_id,
             "state": result.state,
             "tasks": {
-                (t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"): {
+                _label(t): {
                     "state": t.state,
                     "try_number": t.try_number,
                     "xcoms": {x.key: _xcom_value(x.value_json) for x in t.xcoms},
@@ -346,7 +350,7 @@ def _report(result: Any, workflow_id: str, link: str | None, output: str, out: T
     print(f"\nDAG {result.dag_id}, run {result.run_id}: {result.state.upper()}", file=out)
     width = max([len(t.task_id) for t in result.tasks] + [4])
     for task in result.tasks:
-        label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
+        label = _label(task)
         line = f"  {label:<{width + 4}} {task.state or 'none':<16} try {task.try_number}"
         xcoms = ", ".join(f"{x.key}={x.value_json}" for x in task.xcoms)
         if xcoms:
