@@ -395,21 +395,29 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _supervise(command: list[str]) -> int:
-    """Run ``command`` until it exits, passing it SIGINT or SIGTERM as SIGTERM; return its exit code.
+    """Run ``command`` until it exits, passing SIGINT and SIGTERM on to it; return its exit code.
 
     The child has its own process group (a terminal's Ctrl-C reaches it once, from here) and dies with
     this process, even when this one is SIGKILLed.
     """
-    child = subprocess.Popen(command, process_group=0, preexec_fn=die_with_parent())
+    children: list[subprocess.Popen[bytes]] = []
+    early: list[int] = []
 
-    def forward(_signum: int, _frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if not children:
+            early.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
 
+    # Handlers first: a signal that arrives while the child starts is passed on, not a traceback here.
     signal.signal(signal.SIGTERM, forward)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, forward)
-    code = child.wait()
+    children.append(subprocess.Popen(command, process_group=0, preexec_fn=die_with_parent()))
+    for signum in early[:1]:
+        children[0].send_signal(signum)
+    code = children[0].wait()
     return code if code >= 0 else 128 - code
 
 
