@@ -4,11 +4,13 @@ Airflow 3's task runner talks to its API server over HTTP (the Execution API) fo
 the task: the run's context, XComs, variables, connections, state changes, branch skips.
 
 * :class:`RecordingTransport` wraps any Execution-API transport and records what the try reported
-  (final state, XComs pushed, tasks to skip) for the workflow, whatever answers the calls. A state
+  (final state, XComs pushed, tasks to skip, the trigger it deferred to, the date a sensor asked to
+  be rescheduled at) for the workflow, whatever answers the calls. A state
   update that meets a server error or a lost connection is retried until it lands: a try's outcome is
   what the API accepted, never what it failed to record.
 * :class:`StandaloneExecutionAPI` answers those calls with no Airflow DB: from the activity's input
-  (run context, upstream XComs, variables).
+  (run context, upstream XComs, variables, a sensor's earlier pokes, the method and event a deferred
+  task resumes with).
 * In deep mode the calls go to Airflow's own in-process Execution API on the real metadata DB.
 
 Both plug into the Task SDK's own HTTP client as ``httpx`` transports, so the task runs through
@@ -42,6 +44,10 @@ class TaskOutcome:
     retry_delay_seconds: float | None = None
     pushed_xcoms: dict[tuple[str, int], XComEntry] = field(default_factory=dict)
     skipped_task_ids: list[str] = field(default_factory=list)
+    #: ``up_for_reschedule``: when the sensor asked to poke again (ISO text, as sent).
+    reschedule_date: str | None = None
+    #: ``deferred``: the runner's defer payload (trigger classpath and kwargs, next method and kwargs).
+    deferral: dict[str, Any] | None = None
     #: A state the API never accepted, however long it was retried (the try's outcome is unknown to it).
     undelivered_state: str | None = None
 
@@ -103,6 +109,8 @@ class RecordingTransport(httpx.BaseTransport):
             payload = json.loads(request.content)
             self.outcome.state = payload["state"]
             self.outcome.retry_delay_seconds = payload.get("retry_delay_seconds")
+            self.outcome.reschedule_date = payload.get("reschedule_date")
+            self.outcome.deferral = payload if payload["state"] == "deferred" else None
         elif request.method == "PATCH" and path.endswith("/skip-downstream"):
             tasks = json.loads(request.content)["tasks"]
             self.outcome.skipped_task_ids.extend(t if isinstance(t, str) else t[0] for t in tasks)
@@ -143,6 +151,7 @@ class StandaloneExecutionAPI:
             ("PATCH", re.compile(r"task-instances/[^/]+/rendered-map-index"), self._ok),
             ("GET", re.compile(r"task-instances/[^/]+/previous-successful-dagrun"), self._no_previous),
             ("GET", re.compile(r"task-instances/[^/]+/validate-inlets-and-outlets"), self._no_inactive),
+            ("GET", re.compile(r"task-reschedules/[^/]+/start_date"), self._first_poke_start),
             ("GET", re.compile(xcom + r"/item/(?P<offset>-?\d+)"), self._xcom_item),
             ("GET", re.compile(xcom + r"/slice"), self._xcom_slice),
             ("HEAD", re.compile(xcom), self._xcom_count),
@@ -189,8 +198,15 @@ class StandaloneExecutionAPI:
             "should_retry": self.input.try_number <= self.input.max_tries,
             "variables": [],
             "connections": [],
+            "task_reschedule_count": self.input.reschedule.count if self.input.reschedule else 0,
         }
+        if self.input.next_method:
+            body.update(next_method=self.input.next_method, next_kwargs=self.input.next_kwargs or {})
         return httpx.Response(200, json=body)
+
+    def _first_poke_start(self, request: httpx.Request) -> httpx.Response:
+        reschedule = self.input.reschedule
+        return httpx.Response(200, json=_iso(reschedule.first_start_date) if reschedule else None)
 
     def _state(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(204)

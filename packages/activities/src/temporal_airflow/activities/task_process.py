@@ -1,4 +1,5 @@
-"""Code that runs in the child process of one task try (or one DAG-file parse).
+"""Code that runs in the child process of one task try (or one DAG-file parse, or one deferred task's
+trigger: :mod:`temporal_airflow.activities.trigger_activities`).
 
 A fresh process per try keeps tries apart: module globals of the Task SDK's runner, the DAG file's
 own globals, environment variables and signal handlers never leak between concurrent tasks, and a
@@ -22,6 +23,7 @@ from typing import Any
 
 from temporal_airflow.activities.dag_paths import DAG_OUTSIDE_FOLDERS_ERROR, DagPathRefused, check_dag_path
 from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
+from temporal_airflow.activities.trigger_activities import describe_deferral, run_trigger
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
     DAG_NOT_FOUND_ERROR,
@@ -91,6 +93,24 @@ def _standalone_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport
     transport = StandaloneExecutionAPI(task).transport()
     client = InProcessTestSupervisor._Client(base_url=None, dry_run=True, token="", transport=transport)
     return client, transport, uuid.uuid4(), uuid.uuid4()
+
+
+def trigger_client(task: ActivityTaskInput) -> Any:
+    """The Execution API a deferred task's trigger reads connections and variables from: the task's."""
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
+
+    if task.deep_integration:
+        _fresh_orm()
+        return InProcessTestSupervisor._api_client()
+    return _standalone_client(task)[0]
+
+
+def _fresh_orm() -> None:
+    """Never share the forked parent's DB connections."""
+    from airflow import settings
+
+    settings.dispose_orm()
+    settings.configure_orm()
 
 
 def _task_instance(session: Any, task: ActivityTaskInput) -> Any:
@@ -186,6 +206,9 @@ def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid
             ti.prepare_db_for_next_try(session)  # keeps the previous try in TaskInstanceHistory
         ti.try_number = task.try_number
         ti.state = TaskInstanceState.QUEUED
+        # Resuming a deferred try: the event the workflow waited for goes where Airflow's triggerer puts it.
+        ti.next_method, ti.next_kwargs = task.next_method, task.next_kwargs
+        ti.trigger_id = None
         ti.queued_dttm = datetime.now(UTC)
         ti.hostname = socket.getfqdn()
         session.flush()
@@ -228,10 +251,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         return failed(f"{type(err).__name__}: {err}", traceback.format_exc())
 
     if task.deep_integration:
-        from airflow import settings
-
-        settings.dispose_orm()  # never share the forked parent's DB connections
-        settings.configure_orm()
+        _fresh_orm()
         if (recorded := _recorded_outcome(task, set(operator.downstream_task_ids))) is not None:
             return recorded
         client, transport, ti_id, dag_version_id = _deep_client(task)
@@ -254,13 +274,15 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
             f"{task.run.dag_id}.{task.task_id} try {task.try_number}"
         )
     error = outcome.error
+    reported = transport.outcome
+    ended = datetime.now(UTC)
     return TaskExecutionResult(
         task_id=task.task_id,
         map_index=task.map_index,
         try_number=task.try_number,
         state=transport.outcome.state or _plain(outcome.state),
         start_date=outcome.ti.start_date or started,
-        end_date=datetime.now(UTC),
+        end_date=ended,
         xcoms=list(transport.outcome.pushed_xcoms.values()),
         skipped_task_ids=sorted(set(transport.outcome.skipped_task_ids)),
         retry_delay_seconds=transport.outcome.retry_delay_seconds,
@@ -269,6 +291,8 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         if error is None
         else "".join(traceback.format_exception(type(error), error, error.__traceback__)),
         hostname=hostname,
+        reschedule_date=None if reported.reschedule_date is None else datetime.fromisoformat(reported.reschedule_date),
+        deferral=None if reported.deferral is None else describe_deferral(reported.deferral, ended),
     )
 
 
@@ -331,6 +355,8 @@ def child_main(kind: str, payload: Any, log_path: str) -> tuple[bool, Any]:
     try:
         if kind == "task":
             return True, _without_secrets(run_task_try(payload))
+        if kind == "trigger":
+            return True, run_trigger(payload)
         return True, serialize_dag_file(payload)
     except ChildError as err:
         return False, (err.kind, _redact(str(err)))

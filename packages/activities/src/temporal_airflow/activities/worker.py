@@ -1,4 +1,5 @@
-"""The activity worker: Airflow tasks (each try in its own process), DAG parsing and DB sync."""
+"""The activity worker: Airflow tasks (each try in its own process), deferred tasks' triggers, DAG
+parsing and DB sync."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from temporalio.worker import Worker
 
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
+from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
 from temporal_airflow.workflows.worker import activity_task_queue
 
 
 def activities(client: Client) -> list[Callable[..., Any]]:
     """Every activity, sharing the payload store of the client's data converter."""
     storage = client.data_converter.external_storage
-    return [*TaskActivities(storage.drivers[0] if storage else None).activities(), *SYNC_ACTIVITIES]
+    return [
+        *TaskActivities(storage.drivers[0] if storage else None).activities(),
+        *TRIGGER_ACTIVITIES,
+        *SYNC_ACTIVITIES,
+    ]
 
 
 def max_concurrent_tasks() -> int:

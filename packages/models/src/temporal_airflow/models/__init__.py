@@ -25,6 +25,7 @@ CREATE_DAGRUN_ACTIVITY = "create_dagrun_record"
 ENSURE_TASK_INSTANCES_ACTIVITY = "ensure_task_instances"
 SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
 SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
+RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 
 #: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
@@ -37,6 +38,8 @@ INVALID_CONF_ERROR = "InvalidDagRunConf"
 XCOM_TOO_LARGE_ERROR = "XComTooLarge"
 #: The task's process died without reporting an outcome (segfault, ``os._exit``, OOM kill): one failed try.
 TASK_PROCESS_DIED_ERROR = "TaskProcessDied"
+#: A deferred task's trigger raised instead of yielding an event: the task resumes only to fail.
+TRIGGER_FAILED_ERROR = "TriggerFailed"
 
 
 @dataclass
@@ -123,6 +126,51 @@ class RunContext:
 
 
 @dataclass
+class Reschedule:
+    """A reschedule-mode sensor between two pokes (what Airflow keeps as ``TaskReschedule`` rows)."""
+
+    #: When the next poke may start (the sensor computed it: ``poke_interval``, backoff, ``max_wait``).
+    reschedule_date: datetime
+    #: Start of the try's first poke: the sensor's ``timeout`` counts from it.
+    first_start_date: datetime
+    #: Pokes of this try that asked to be rescheduled so far.
+    count: int = 1
+
+
+@dataclass
+class Deferral:
+    """A try that deferred itself (``self.defer(...)``): the trigger to wait for, and how to resume.
+
+    Kwargs are the JSON the task runner sent (Airflow's serde encoding); the workflow never decodes them.
+    """
+
+    classpath: str
+    trigger_kwargs: dict[str, Any] | str
+    next_method: str
+    next_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The trigger's ``trigger_timeout`` as a deadline: past it the task resumes only to fail.
+    timeout_at: datetime | None = None
+    #: Set for time triggers (``DateTimeTrigger``, ``TimeDeltaTrigger``): the moment they fire. The
+    #: workflow waits for it on a timer instead of running the trigger, then resumes with ``moment_event``.
+    moment: datetime | None = None
+    moment_event: TriggerOutcome | None = None
+
+
+@dataclass
+class TriggerOutcome:
+    """How a deferral ended: the trigger's first event, or Airflow's failure reason for the task."""
+
+    #: The event's payload (serde-encoded JSON); the task resumes with it as ``event``.
+    payload: Any = None
+    #: Set when the event ends the task itself (``TaskSuccessEvent`` and friends): its final state.
+    task_state: str | None = None
+    #: Airflow's ``TriggerFailureReason`` (``Trigger timeout``, ``Trigger failure``): the task resumes
+    #: through ``__fail__`` and fails the way Airflow fails it.
+    failure: str | None = None
+    traceback: list[str] | None = None
+
+
+@dataclass
 class ActivityTaskInput:
     """Input of ``run_airflow_task``: one try of one task instance."""
 
@@ -137,6 +185,22 @@ class ActivityTaskInput:
     variables: dict[str, str] = field(default_factory=dict)
     #: True in deep mode: connections, variables and XComs come from Airflow's metadata DB.
     deep_integration: bool = False
+    #: A reschedule-mode sensor's earlier pokes of this try (its timeout counts from the first).
+    reschedule: Reschedule | None = None
+    #: Set when the try resumes after a deferral: the method to call and its kwargs (with ``event``).
+    next_method: str | None = None
+    next_kwargs: dict[str, Any] | None = None
+
+
+@dataclass
+class TriggerInput:
+    """Input of ``run_airflow_trigger``: run the trigger ``task`` deferred to until its first event.
+
+    The trigger reads connections and variables the way the task does (``task`` says how).
+    """
+
+    task: ActivityTaskInput
+    deferral: Deferral
 
 
 @dataclass
@@ -157,6 +221,10 @@ class TaskExecutionResult:
     error: str | None = None
     traceback: str | None = None
     hostname: str | None = None
+    #: When the next poke may start (``up_for_reschedule`` only).
+    reschedule_date: datetime | None = None
+    #: What the try deferred to (``deferred`` only).
+    deferral: Deferral | None = None
 
 
 @dataclass
@@ -173,6 +241,10 @@ class TaskSummary:
     error: str | None = None
     #: Delay Airflow's runner asked for before the next try (a task's ``retry_policy``), if any.
     retry_delay_seconds: float | None = None
+    #: A sensor waiting for its next poke (``up_for_reschedule``).
+    reschedule: Reschedule | None = None
+    #: A task waiting for its trigger (``deferred``).
+    deferral: Deferral | None = None
 
 
 @dataclass

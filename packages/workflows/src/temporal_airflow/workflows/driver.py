@@ -41,6 +41,7 @@ from temporal_airflow.models import (
     XComEntry,
 )
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
+from temporal_airflow.workflows.waits import DeferralWaits
 
 #: Extra time granted beyond a task's own ``execution_timeout`` (Airflow enforces that one itself).
 _TIMEOUT_GRACE = timedelta(minutes=2)
@@ -118,6 +119,7 @@ class DagRunDriver:
         self.errors: dict[TaskKey, str] = {}
         self._running: dict[TaskKey, asyncio.Task[None]] = {}
         self._finished: list[tuple[TaskKey, TaskExecutionResult | None, str | None]] = []
+        self._waits = DeferralWaits(options.activity_task_queue, options.heartbeat_timeout)
 
     def carry(self, snapshot: RunSnapshot) -> None:
         """Take over XComs and errors an earlier execution recorded."""
@@ -133,10 +135,13 @@ class DagRunDriver:
 
         Raises :class:`ContinueAsNew` when the history is full and nothing runs any more.
         """
+        for key, deferral in self.local.deferrals().items():
+            self._waits.watch(key, deferral, self._trigger_task)
         try:
             while True:
                 draining = history_is_full()
                 if draining and not self._running:
+                    self._waits.cancel()  # the snapshot carries what they wait for
                     raise ContinueAsNew(self.snapshot())
                 capacity = 0 if draining else self.local.max_active_tasks - len(self._running)
                 turn = self.local.ready_tasks(capacity)
@@ -149,6 +154,7 @@ class DagRunDriver:
                 if not turn.progressed:
                     await self._wait_for_progress()
                 self._apply_finished()
+                self._resume_woken()
         except asyncio.CancelledError:
             await self._cancel_running()
             raise
@@ -198,33 +204,57 @@ class DagRunDriver:
         return reported
 
     async def _wait_for_progress(self) -> None:
-        retry_at = self.local.next_retry_at()
-        if not self._running and retry_at is None and not self._finished:
+        retry_at, poke_at = self.local.next_retry_at(), self.local.next_poke_at()
+        wake_at = min((t for t in (retry_at, poke_at) if t is not None), default=None)
+        if not self._running and wake_at is None and not self._finished and not self._waits.active:
             # Nothing runs, nothing waits, nothing changed, yet Airflow keeps the run open: look again
             # shortly rather than spin (Airflow itself fails runs that are truly deadlocked).
             workflow.logger.warning("Run %s: nothing to run or wait for; rechecking", self.local.dag_run.run_id)
             await workflow.sleep(_IDLE_RECHECK, summary="idle recheck")
             return
         timeout = None
-        if retry_at is not None:
-            timeout = max((retry_at - workflow.now()).total_seconds(), 0.0) + 0.001
+        if wake_at is not None:
+            timeout = max((wake_at - workflow.now()).total_seconds(), 0.0) + 0.001
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: bool(self._finished), timeout=timeout, timeout_summary="retry delay")
+            await workflow.wait_condition(
+                lambda: bool(self._finished or self._waits.woken),
+                timeout=timeout,
+                timeout_summary="retry delay" if wake_at == retry_at else "next poke",
+            )
 
-    def _start(self, ready: ReadyTask) -> None:
+    def _resume_woken(self) -> None:
+        """Deferred tasks whose wait ended: resume them (or record how their trigger ended them)."""
+        for key, outcome in self._waits.take():
+            ready = self.local.resume_deferred(key, outcome, workflow.now())
+            if ready is not None:
+                self._start(ready)
+
+    def _trigger_task(self, key: TaskKey) -> ActivityTaskInput:
+        """The try a deferred task's trigger belongs to (its connections and variables are the task's)."""
+        return self._task_input(self.local.current_try(key), upstream_xcoms=[])
+
+    def _task_input(self, ready: ReadyTask, upstream_xcoms: list[XComEntry]) -> ActivityTaskInput:
         key = ready.key
-        self.local.mark_running(key, workflow.now())
-        task_input = ActivityTaskInput(
+        next_method, next_kwargs = self.local.resume_point(key)
+        return ActivityTaskInput(
             dag_path=self.options.dag_path,
             task_id=key.task_id,
             map_index=key.map_index,
             try_number=ready.try_number,
             max_tries=ready.max_tries,
             run=self.local.run_context(),
-            upstream_xcoms=self._upstream_xcoms(key.task_id),
+            upstream_xcoms=upstream_xcoms,
             variables=self.options.variables,
             deep_integration=self.options.deep_integration,
+            reschedule=self.local.reschedule(key),
+            next_method=next_method,
+            next_kwargs=next_kwargs,
         )
+
+    def _start(self, ready: ReadyTask) -> None:
+        key = ready.key
+        self.local.mark_running(key, workflow.now())
+        task_input = self._task_input(ready, self._upstream_xcoms(key.task_id))
         inline = sum(len(x.value_json) for x in task_input.upstream_xcoms)
         if inline > MAX_INLINE_INPUT_BYTES:
             self._running[key] = asyncio.create_task(self._refuse(key, task_input, inline))
@@ -298,12 +328,15 @@ class DagRunDriver:
                         self.errors[key] = result.error
                     else:
                         self.errors.pop(key, None)
+                    if result.deferral is not None and result.state == "deferred":
+                        self._waits.watch(key, result.deferral, self._trigger_task)
                     continue
             state = self.local.record_lost_try(key, workflow.now())
             self.errors[key] = f"task try produced no outcome: {failure}"
             workflow.logger.warning("Task %s: try ended without an outcome (%s), now %s", key.label, failure, state)
 
     async def _cancel_running(self) -> None:
+        self._waits.cancel()
         for task in self._running.values():
             task.cancel()
         if self._running:
