@@ -70,6 +70,15 @@ _FINISHED = frozenset(
 )
 #: States a try in flight can be in; a run carried into a new execution re-runs none of them.
 _IN_FLIGHT = frozenset({TaskInstanceState.SCHEDULED, TaskInstanceState.QUEUED, TaskInstanceState.RUNNING})
+#: States of a try that started and has not ended; a cancelled run fails them.
+_STARTED = frozenset(
+    {
+        TaskInstanceState.QUEUED,
+        TaskInstanceState.RUNNING,
+        TaskInstanceState.DEFERRED,
+        TaskInstanceState.UP_FOR_RESCHEDULE,
+    }
+)
 
 import_all_models()
 
@@ -497,10 +506,15 @@ class LocalDagRun:
         ti = self._ti(key)
         return ti.next_method, ti.next_kwargs
 
+    def current_try(self, key: TaskKey) -> ReadyTask:
+        """The task instance's try as it stands (a deferred task's trigger belongs to it)."""
+        ti = self._ti(key)
+        return ReadyTask(key, ti.try_number, ti.max_tries)
+
     def deferrals(self) -> dict[TaskKey, Deferral]:
         """Every deferred task instance and what it waits for."""
-        found = ((key, self._waits.deferral(ti)) for key, ti in self._tis_by_key.items())
-        return {key: deferral for key, deferral in sorted(found) if deferral is not None}
+        found = {key: self._waits.deferral(ti) for key, ti in sorted(self._tis_by_key.items())}
+        return {key: deferral for key, deferral in found.items() if deferral is not None}
 
     def resume_deferred(self, key: TaskKey, outcome: TriggerOutcome, when: datetime) -> ReadyTask | None:
         """Wake a deferred task instance: the try to start again, or ``None`` when the event ended it."""
@@ -519,7 +533,7 @@ class LocalDagRun:
     def fail_unfinished(self, when: datetime) -> None:
         """Cancel the run: unfinished task instances end ``failed`` / ``upstream_failed``; run ``failed``."""
         for ti in self._sorted:
-            if ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED):
+            if ti.state in _STARTED:
                 ti.state = TaskInstanceState.FAILED
                 ti.end_date = when
             elif ti.state not in _FINISHED:
