@@ -210,11 +210,11 @@ def _listening(tree: list[psutil.Process]) -> set[str]:
     return addresses
 
 
-def _import_errors(api: AirflowRest) -> list[str]:
+def _import_errors(api: AirflowRest) -> dict[str, str]:
     try:
-        return [error["filename"] for error in api.request("GET", "importErrors")["import_errors"]]
+        return api.import_errors()
     except (urllib.error.URLError, OSError):
-        return []
+        return {}
 
 
 @pytest.mark.xdist_group("up")
@@ -224,6 +224,8 @@ def test_up_stack_is_local_records_import_errors_and_stops_on_sigterm(tmp_path: 
         assert "On Temporal  DAGs tagged 'temporal'; other DAGs run on Airflow's LocalExecutor" in banner
         api = AirflowRest(api_url)
         wait_for(lambda: any("hygiene_broken.py" in f for f in _import_errors(api)), 180, "import error", cmd)
+        assert "this_module_does_not_exist_anywhere" in "".join(_import_errors(api).values())
+        assert {dag["dag_id"] for dag in api.request("GET", "dags")["dags"]} == {"hygiene_ok"}
         tree = cmd.tree()
         commands = [" ".join(p.cmdline()) for p in tree if _alive(p)]
         for component in ("api_server", "scheduler", "dag-processor", "triggerer", "worker all", "postgres"):

@@ -47,6 +47,11 @@ class AirflowRest:
         path = f"dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.request("GET", path)["value"]
 
+    def import_errors(self) -> dict[str, str]:
+        """DAG files that did not import: file name -> Airflow's error text."""
+        found = self.request("GET", "importErrors?limit=100")["import_errors"]
+        return {str(error["filename"]): str(error["stack_trace"]) for error in found}
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The task try's log as text, one event per line."""
         path = f"dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/logs/{try_number}"
