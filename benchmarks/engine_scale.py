@@ -169,7 +169,8 @@ def turn_costs(dag_file: Path, fanout: int) -> tuple[int, float, float]:
     local = LocalDagRun(
         DagSerialization.to_dict(dag), run_id="bench", run_type="manual", logical_date=now, run_after=now, conf={}
     )
-    timings, tasks = [], 0
+    timings: list[float] = []
+    tasks = 0
     while not local.finished and len(timings) < 400:
         started = time.perf_counter()
         turn = local.ready_tasks(16)

@@ -9,6 +9,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from e2e_harness import Deployment, eventually, screenshot
 from e2e_ui import grid_cells_with_state, run_url, task_row, task_url, wait_for_text
+from temporal_airflow.orchestrator.bridge import workflow_id
 
 
 def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deployment, page: Page) -> None:
@@ -34,7 +35,7 @@ def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deploym
     wait_for_text(page, url, {"extract": "Success", "transform": "Success", "load": "Success"})
     tasks = ["extract", "transform", "load"]
     assert grid_cells_with_state(page, run_id, tasks) == tasks
-    wid = f"airflow-e2e_pipeline-{run_id}"
+    wid = workflow_id("e2e_pipeline", run_id)
     expect(page.get_by_text("Runs on Temporal: workflow")).to_be_visible()
     expect(page.get_by_text(wid).first).to_be_visible()
     screenshot(page, "run-success")

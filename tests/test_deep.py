@@ -227,3 +227,29 @@ async def test_nested_branches_propagate_skips_without_idle_timers(
     assert not timers, "a turn that only propagates skips is followed at once, never by a timer"
     in_airflow = {t: ti["state"] for t, ti in api.task_instances("example_nested_branch_dag", result.run_id).items()}
     assert in_airflow == {t.task_id: t.state for t in result.tasks}
+
+
+async def test_runtime_mapping_and_waiting_sensors_leave_the_rows_the_scheduler_would(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    counter = tempfile.mktemp(prefix="deep-pokes-")
+    handle = await start_deep(client, queues, "deep_semantics", conf={"counter": counter})
+    result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "success", [(t.task_id, t.map_index, t.state, t.error) for t in result.tasks]
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    found = api.request("GET", f"dags/deep_semantics/dagRuns/{result.run_id}/taskInstances?limit=100")
+    in_airflow = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in found["task_instances"]}
+    # Second-order mapping over runtime values: every index has its own row, as the scheduler makes them.
+    assert in_airflow == {
+        ("numbers", -1): "success",
+        **{("double", i): "success" for i in range(3)},
+        **{("plus_one", i): "success" for i in range(3)},
+        ("total", -1): "success",
+        ("deferred_wait", -1): "success",
+        ("poke_wait", -1): "success",
+    }
+    assert api.xcom("deep_semantics", result.run_id, "total") == (2 + 1) + (4 + 1) + (6 + 1)
+    assert Path(counter).read_text().count("poke") == 3
+    timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    assert len(timers) >= 3, "the deferral and the sensor's pokes wait on workflow timers"

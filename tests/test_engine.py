@@ -207,3 +207,15 @@ async def test_cancelled_run_stops_its_task_and_fails_the_rest(dag_runner: DagRu
     assert_healthy(history)
     assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
     record_history("cancelled", history)
+
+
+async def test_mapping_over_a_mapped_tasks_outputs(dag_runner: DagRunner) -> None:
+    result = await dag_runner.run(PROBE, dag_id="second_order_mapping")
+    assert states(result) == {
+        "numbers": "success",
+        **{f"double[{i}]": "success" for i in range(3)},
+        **{f"plus_one[{i}]": "success" for i in range(3)},
+        "total": "success",
+    }
+    total = next(t for t in result.tasks if t.task_id == "total")
+    assert json.loads(total.xcoms[0].value_json) == 15

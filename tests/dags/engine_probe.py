@@ -112,3 +112,29 @@ def long_chain():
 
 
 long_chain()
+
+
+@dag(schedule=None, start_date=START)
+def second_order_mapping():
+    """A task mapped over the outputs of a mapped task (lengths known only at runtime)."""
+
+    @task
+    def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    @task
+    def double(x: int) -> int:
+        return x * 2
+
+    @task
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    @task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    total(plus_one.expand(x=double.expand(x=numbers())))
+
+
+second_order_mapping()

@@ -31,6 +31,8 @@ import structlog
 
 from temporal_airflow.models import ActivityTaskInput, XComEntry
 
+XCOM_RETURN_KEY = "return_value"
+
 log = structlog.get_logger(logger_name="temporal_airflow.execution_api")
 
 _Handler = Callable[..., httpx.Response]
@@ -122,8 +124,8 @@ class RecordingTransport(httpx.BaseTransport):
                 self.outcome.pushed_xcoms.pop(key, None)
                 return
             mapped_length = int(params["mapped_length"]) if "mapped_length" in params else None
-            if not self.keep_xcom_values and mapped_length is None:
-                return
+            if not self.keep_xcom_values and mapped_length is None and match["key"] != XCOM_RETURN_KEY:
+                return  # deep mode: values live in Airflow's DB; the workflow only needs return values exist
             self.outcome.pushed_xcoms[key] = XComEntry(
                 task_id=match["task_id"],
                 key=match["key"],

@@ -22,6 +22,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_airflow.activities.mapped_rows import MissingTaskInstance, task_instance_row
 from temporal_airflow.models import (
     CREATE_DAGRUN_ACTIVITY,
     DAG_NOT_FOUND_ERROR,
@@ -183,21 +184,13 @@ def ensure_task_instances(request: EnsureTaskInstancesInput) -> TaskInstancesSna
 
 def apply_task_status(update: TaskStatusSync, session: Any) -> bool:
     """Write one task status if it moves the task instance forward; True when something changed."""
-    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
 
-    ti = session.scalar(
-        select(TaskInstance).where(
-            TaskInstance.dag_id == update.dag_id,
-            TaskInstance.run_id == update.run_id,
-            TaskInstance.task_id == update.task_id,
-            TaskInstance.map_index == update.map_index,
-        )
-    )
-    if ti is None:
-        return False
+    try:
+        ti = task_instance_row(session, update.dag_id, update.run_id, update.task_id, update.map_index)
+    except MissingTaskInstance as err:
+        raise ApplicationError(str(err), type=DAG_NOT_FOUND_ERROR, non_retryable=True) from None
     current = None if ti.state is None else str(ti.state)
     if update.try_number < ti.try_number:
         return False  # an older try

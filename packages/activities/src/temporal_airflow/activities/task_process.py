@@ -23,6 +23,7 @@ from typing import Any
 
 from temporal_airflow.activities.dag_paths import DAG_OUTSIDE_FOLDERS_ERROR, DagPathRefused, check_dag_path
 from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
+from temporal_airflow.activities.mapped_rows import MissingTaskInstance, task_instance_row
 from temporal_airflow.activities.trigger_activities import describe_deferral, run_trigger
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
@@ -114,19 +115,12 @@ def _fresh_orm() -> None:
 
 
 def _task_instance(session: Any, task: ActivityTaskInput) -> Any:
-    """The TaskInstance row of ``task`` in Airflow's DB (``None`` when there is none)."""
-    from airflow.models.taskinstance import TaskInstance
-    from sqlalchemy import select
-
-    run = task.run
-    return session.scalar(
-        select(TaskInstance).where(
-            TaskInstance.dag_id == run.dag_id,
-            TaskInstance.run_id == run.run_id,
-            TaskInstance.task_id == task.task_id,
-            TaskInstance.map_index == task.map_index,
-        )
-    )
+    """The TaskInstance row of ``task`` in Airflow's DB (``None`` when there is none, even after
+    expanding its mapped task there)."""
+    try:
+        return task_instance_row(session, task.run.dag_id, task.run.run_id, task.task_id, task.map_index)
+    except MissingTaskInstance:
+        return None
 
 
 def _recorded_outcome(task: ActivityTaskInput, downstream_task_ids: set[str]) -> TaskExecutionResult | None:
@@ -221,6 +215,22 @@ def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid
     return client, transport, ti_id, dag_version_id
 
 
+def _release_trigger(task: ActivityTaskInput) -> None:
+    """Deep mode: the workflow waits for a deferred try's trigger itself, so the ``Trigger`` row Airflow's
+    Execution API created is removed (no triggerer runs it, no scheduler times it out); the task
+    instance stays ``deferred`` in the UI until the workflow resumes it."""
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = _task_instance(session, task)
+        if ti is None or ti.trigger_id is None:
+            return
+        trigger_id, ti.trigger_id, ti.trigger_timeout = ti.trigger_id, None, None
+        session.flush()
+        session.query(Trigger).filter(Trigger.id == trigger_id).delete()
+
+
 def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     """Child entry point: one try of one task through Airflow's own task runner."""
     from airflow.sdk.api.datamodels._generated import TaskInstance as SdkTaskInstance
@@ -276,6 +286,8 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     error = outcome.error
     reported = transport.outcome
     ended = datetime.now(UTC)
+    if task.deep_integration and reported.deferral is not None:
+        _release_trigger(task)
     return TaskExecutionResult(
         task_id=task.task_id,
         map_index=task.map_index,

@@ -61,7 +61,7 @@ _DB_RETRY = RetryPolicy(
 )
 _DB_GIVE_UP = timedelta(minutes=30)
 #: States the activity itself writes through Airflow's Execution API; the mirror skips them.
-_WRITTEN_BY_TASK = frozenset({None, "scheduled", "queued", "running"})
+_WRITTEN_BY_TASK = frozenset({None, "scheduled", "queued", "running", "deferred", "up_for_reschedule"})
 
 
 @workflow.defn(name=DEEP_WORKFLOW, sandboxed=False)

@@ -36,6 +36,7 @@ from airflow.models.dagbundle import DagBundleModel
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskmap import TaskMap
+from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.task.trigger_rule import TriggerRule
 from airflow.utils.state import DagRunState, TaskInstanceState
@@ -370,18 +371,7 @@ class LocalDagRun:
         tasks = list(tasks)
         session = self._session
         for summary in tasks:
-            for entry in summary.xcoms:
-                if entry.mapped_length is not None:
-                    session.merge(
-                        TaskMap(
-                            dag_id=self.dag_run.dag_id,
-                            task_id=summary.task_id,
-                            run_id=self.dag_run.run_id,
-                            map_index=summary.map_index,
-                            length=entry.mapped_length,
-                            keys=None,
-                        )
-                    )
+            self._record_xcoms(summary.task_id, summary.map_index, summary.end_date, summary.xcoms)
         session.flush()
         for task_id in sorted({s.task_id for s in tasks if s.map_index >= 0}):
             if TaskKey(task_id, -1) in self._tis_by_key:
@@ -460,22 +450,41 @@ class LocalDagRun:
         ti.duration = (result.end_date - result.start_date).total_seconds()
         ti.hostname = result.hostname or ""
         ti.retry_delay_override = result.retry_delay_seconds if ti.state == TaskInstanceState.UP_FOR_RETRY else None
-        for entry in result.xcoms:
-            if entry.mapped_length is not None:
-                session.merge(
-                    TaskMap(
-                        dag_id=ti.dag_id,
-                        task_id=ti.task_id,
-                        run_id=ti.run_id,
-                        map_index=ti.map_index,
-                        length=entry.mapped_length,
-                        keys=None,
-                    )
-                )
+        self._record_xcoms(ti.task_id, ti.map_index, ti.end_date, result.xcoms)
         if result.skipped_task_ids:
             self._skip(result.skipped_task_ids)
         self._waits.record(ti, result)
         session.commit()
+
+    def _record_xcoms(self, task_id: str, map_index: int, when: datetime | None, xcoms: Iterable[XComEntry]) -> None:
+        """What Airflow's expansion reads: ``TaskMap`` lengths, and a row per return value (a task mapped
+        over a mapped task's outputs has as many indexes as it has return values). Values stay out."""
+        session, run = self._session, self.dag_run
+        for entry in xcoms:
+            if entry.mapped_length is not None:
+                session.merge(
+                    TaskMap(
+                        dag_id=run.dag_id,
+                        task_id=task_id,
+                        run_id=run.run_id,
+                        map_index=map_index,
+                        length=entry.mapped_length,
+                        keys=None,
+                    )
+                )
+            if entry.key == XCOM_RETURN_KEY and map_index >= 0:
+                session.merge(
+                    XComModel(
+                        dag_run_id=run.id,
+                        task_id=task_id,
+                        map_index=map_index,
+                        key=XCOM_RETURN_KEY,
+                        dag_id=run.dag_id,
+                        run_id=run.run_id,
+                        value=None,
+                        timestamp=when or run.start_date,
+                    )
+                )
 
     def record_lost_try(self, key: TaskKey, when: datetime) -> str:
         """A try that produced no outcome (its process died, or its worker kept failing): one failed

@@ -10,11 +10,9 @@ from temporalio.worker import Worker
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
 from temporal_airflow.models.converter import data_converter
-from temporal_airflow.workflows import clock
-from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
-from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
+from temporal_airflow.workflows.plugin import WORKFLOWS, AirflowWorkflowsPlugin
 
-WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow, ExecuteAirflowDagDeepWorkflow]
+__all__ = ["WORKFLOWS", "activity_task_queue", "connect_client", "create_workflow_worker", "workflow_task_queue"]
 
 
 def workflow_task_queue() -> str:
@@ -38,6 +36,5 @@ async def connect_client(address: str | None = None) -> Client:
 
 
 def create_workflow_worker(client: Client, task_queue: str | None = None) -> Worker:
-    """A worker for the DAG-run workflows; installs the workflow-time seam in Airflow first."""
-    clock.install()
-    return Worker(client, task_queue=task_queue or workflow_task_queue(), workflows=WORKFLOWS)
+    """A worker for the DAG-run workflows (the plugin installs the workflow-time seam in Airflow)."""
+    return Worker(client, task_queue=task_queue or workflow_task_queue(), plugins=[AirflowWorkflowsPlugin()])

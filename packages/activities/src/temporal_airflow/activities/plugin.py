@@ -1,0 +1,58 @@
+"""``AirflowActivitiesPlugin`` and ``TemporalAirflowPlugin``: our activities (and workflows) for any worker.
+
+Add ``TemporalAirflowPlugin()`` to your own ``Client`` and every worker of it runs DAG runs end to end
+(workflows and activities), with the shared data converter; ``AirflowActivitiesPlugin`` alone is what
+an activity worker next to the DAG files needs. The DB-sync activities are blocking: the plugin gives
+the worker a thread pool for them unless it has one. ``temporal-airflow worker`` uses the same plugins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkerConfig
+
+from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
+from temporal_airflow.activities.task_activities import TaskActivities
+from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
+from temporal_airflow.models.converter import StorageSettings, data_converter
+from temporal_airflow.workflows.plugin import WORKFLOWS, airflow_clock
+
+
+def max_concurrent_tasks() -> int:
+    """``TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS``, default: number of CPUs (each task is a process)."""
+    return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS", os.cpu_count() or 2))
+
+
+def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
+    """Every activity; large XCom values go to ``storage``'s payload store."""
+    return [*TaskActivities(storage.driver).activities(), *TRIGGER_ACTIVITIES, *SYNC_ACTIVITIES]
+
+
+class AirflowActivitiesPlugin(SimplePlugin):
+    """Task tries, triggers, DAG parsing and the deep-mode DB sync."""
+
+    def __init__(self, storage: StorageSettings | None = None, name: str = "temporal-airflow.activities") -> None:
+        storage = storage or StorageSettings.from_env()
+        super().__init__(name, data_converter=data_converter(storage), activities=airflow_activities(storage))
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        config = super().configure_worker(config)
+        if config.get("activity_executor") is None:
+            limit = config.get("max_concurrent_activities") or max_concurrent_tasks()
+            config["activity_executor"] = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="airflow-sync")
+        return config
+
+
+class TemporalAirflowPlugin(AirflowActivitiesPlugin):
+    """Workflows and activities: one worker runs whole DAG runs."""
+
+    def __init__(self, storage: StorageSettings | None = None) -> None:
+        storage = storage or StorageSettings.from_env()
+        super().__init__(storage, name="temporal-airflow")
+        self.workflows = WORKFLOWS
+        self.run_context = airflow_clock

@@ -1,0 +1,40 @@
+"""``AirflowWorkflowsPlugin``: our workflows and data converter for any Temporal ``Client``/``Worker``.
+
+In the style of ``temporalio.contrib``: a user adds the plugin to their own client (``Client.connect(...,
+plugins=[AirflowWorkflowsPlugin()])``) and every worker of that client hosts the DAG-run workflows, with
+Airflow's clock routed to workflow time and the shared data converter (payload store, optional
+encryption). Our own ``temporal-airflow worker workflows`` is built the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.plugin import SimplePlugin
+
+from temporal_airflow.models.converter import StorageSettings, data_converter
+from temporal_airflow.workflows import clock
+from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
+from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
+
+WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow, ExecuteAirflowDagDeepWorkflow]
+
+
+@asynccontextmanager
+async def airflow_clock() -> AsyncIterator[None]:
+    """Route Airflow's clock to workflow time (idempotent) for as long as a worker or replayer runs."""
+    clock.install()
+    yield
+
+
+class AirflowWorkflowsPlugin(SimplePlugin):
+    """The standalone and deep DAG-run workflows; ``storage`` defaults to the environment's settings."""
+
+    def __init__(self, storage: StorageSettings | None = None) -> None:
+        super().__init__(
+            "temporal-airflow.workflows",
+            data_converter=data_converter(storage),
+            workflows=WORKFLOWS,
+            run_context=airflow_clock,
+        )
