@@ -20,8 +20,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from temporal_airflow.activities.airflow_rest import AirflowRest
-from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.cli.airflow_rest import AirflowRest
+from temporal_airflow.cli.local_stack import LocalStack
 
 DAG_TEMPLATE = """
 import pendulum

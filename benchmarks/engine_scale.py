@@ -96,11 +96,13 @@ async def temporal_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
     from temporalio.worker import Replayer
 
     from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.dev_server import DevServer
     from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
+    from temporal_airflow.models.runtime import connect_client
     from temporal_airflow.workflows import clock
-    from temporal_airflow.workflows.worker import WORKFLOWS, connect_client, create_workflow_worker
+    from temporal_airflow.workflows.plugin import WORKFLOWS
+    from temporal_airflow.workflows.worker import create_workflow_worker
 
     runs = []
     with DevServer() as server:

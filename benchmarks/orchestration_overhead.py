@@ -58,10 +58,11 @@ with create_session() as s:
 
 async def temporal_run(dag_file: Path) -> dict[str, float | str]:
     from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.dev_server import DevServer
     from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
-    from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
+    from temporal_airflow.models.runtime import connect_client
+    from temporal_airflow.workflows.worker import create_workflow_worker
 
     with DevServer() as server:
         await asyncio.sleep(0.5)

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from e2e_harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, E2E_DAG_IDS, Deployment, eventually, safe_name, screenshot
 from e2e_stack import choose_mode, create_stack
-from temporal_airflow.activities.airflow_rest import AirflowRest
+from temporal_airflow.cli.airflow_rest import AirflowRest
 
 E2E_DIR = Path(__file__).resolve().parent
 

@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from e2e_stack import ROOT, Endpoints, Stack
-from temporal_airflow.activities.airflow_rest import AirflowRest
+from temporal_airflow.cli.airflow_rest import AirflowRest
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.bridge import workflow_id
 

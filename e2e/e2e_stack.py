@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from temporal_airflow.activities.local_stack import STACK_DEFAULTS, LocalStack, stack_secrets, stack_settings, wait_http
+from temporal_airflow.cli.local_stack import STACK_DEFAULTS, LocalStack, stack_secrets, stack_settings, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -99,9 +99,10 @@ class ContainerStack:
         from testcontainers.core.network import Network
         from testcontainers.postgres import PostgresContainer
 
-        airflow_image, worker_image = "temporal-airflow/airflow:e2e", "temporal-airflow/worker:e2e"
-        DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.airflow", tag=airflow_image, clean_up=False).build()
-        DockerImage(path=ROOT, dockerfile_path="docker/Dockerfile.worker", tag=worker_image, clean_up=False).build()
+        images = {name: f"temporal-airflow/{name}:e2e" for name in ("airflow", "worker", "temporal")}
+        for name, tag in images.items():
+            DockerImage(path=ROOT, dockerfile_path=f"docker/Dockerfile.{name}", tag=tag, clean_up=False).build()
+        airflow_image, worker_image = images["airflow"], images["worker"]
         self.network = Network().create()
         logs = self.workdir / "airflow-logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ class ContainerStack:
         postgres = PostgresContainer("postgres:16", username="airflow", password="airflow", dbname="airflow")
         self.containers["postgres"] = postgres.with_network(self.network).with_network_aliases("postgres")
         postgres.start()
-        temporal = DockerContainer(worker_image, command="temporal server start-dev --ip 0.0.0.0 --ui-ip 0.0.0.0")
+        temporal = DockerContainer(images["temporal"])
         self.containers["temporal"] = temporal.with_network(self.network).with_network_aliases("temporal")
         temporal.with_exposed_ports(7233, 8233).start()
         temporal_host = temporal.get_container_host_ip()
@@ -146,7 +147,8 @@ class ContainerStack:
         api_server.with_exposed_ports(8080).start()
         for name in ("scheduler", "dag-processor"):
             airflow_container(f"airflow-{name}", airflow_image, name).start()
-        airflow_container("temporal-airflow-worker", worker_image, "temporal-airflow worker all").start()
+        airflow_container("temporal-airflow-workflow-worker", worker_image, "temporal-airflow-workflow-worker").start()
+        airflow_container("temporal-airflow-activity-worker", worker_image, "temporal-airflow-activity-worker").start()
 
         api_url = f"http://{api_server.get_container_host_ip()}:{api_server.get_exposed_port(8080)}"
         wait_http(f"{api_url}/api/v2/monitor/health", 300, "the Airflow api-server container")

@@ -30,10 +30,11 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
-from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
+from temporal_airflow.models.runtime import connect_client
+from temporal_airflow.workflows.worker import create_workflow_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "dags"

@@ -13,7 +13,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
-from temporal_airflow.activities.codec_server import create_app
+from temporal_airflow.cli.codec_server import create_app
 from temporal_airflow.models.codec import (
     ENCODING,
     KEY_ENV,

@@ -21,8 +21,8 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 
 from conftest import TEST_DAGS, Queues
-from temporal_airflow.activities.dev_server import DevServer, free_port
 from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.cli.dev_server import DevServer, free_port
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 from temporal_airflow.models.codec import ENCODING, KEY_ENV, EncryptionKey, EncryptionSettings
 from temporal_airflow.models.converter import data_converter

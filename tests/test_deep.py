@@ -22,9 +22,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test, assert_healthy, executions, record_history
-from temporal_airflow.activities.airflow_rest import AirflowRest
-from temporal_airflow.activities.dev_server import DevServer
-from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.cli.airflow_rest import AirflowRest
+from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.cli.local_stack import LocalStack
 from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
@@ -46,7 +46,7 @@ def stack(temporal_server: DevServer, queues: Queues) -> Iterator[LocalStack]:
     stack = LocalStack(workdir, dags)
     stack.temporal = temporal_server  # share the session's Temporal server and workflow worker
     try:
-        from temporal_airflow.activities.local_postgres import LocalPostgres
+        from temporal_airflow.cli.local_postgres import LocalPostgres
 
         (workdir / "logs").mkdir()
         stack.airflow_home.mkdir()

@@ -32,8 +32,8 @@ from conftest import (
     record_history,
     states,
 )
-from temporal_airflow.activities.dev_server import DevServer
 from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.models import DagExecutionResult
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.workflows.worker import create_workflow_worker

@@ -26,8 +26,8 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from conftest import ROOT
-from temporal_airflow.activities.airflow_rest import AirflowRest
-from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.cli.airflow_rest import AirflowRest
+from temporal_airflow.cli.local_stack import LocalStack
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.bridge import workflow_id
 

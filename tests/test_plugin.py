@@ -9,8 +9,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from conftest import EXAMPLES, assert_healthy, states
-from temporal_airflow.activities.dev_server import DevServer
-from temporal_airflow.activities.plugin import TemporalAirflowPlugin
+from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.cli.plugin import TemporalAirflowPlugin
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

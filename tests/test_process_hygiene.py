@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from conftest import TEST_DAGS
-from temporal_airflow.activities.airflow_rest import AirflowRest
+from temporal_airflow.cli.airflow_rest import AirflowRest
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from temporalio.worker import Replayer
 
 from conftest import EXAMPLES, HISTORIES, TEST_DAGS, DagRunner, assert_healthy, record_history
 from temporal_airflow.workflows import clock
-from temporal_airflow.workflows.worker import WORKFLOWS
+from temporal_airflow.workflows.plugin import WORKFLOWS
 
 
 def _replayer() -> Replayer:

@@ -14,8 +14,8 @@ import test_deep
 from temporalio.client import Client
 
 from conftest import Queues
-from temporal_airflow.activities.airflow_rest import AirflowRest
-from temporal_airflow.activities.local_stack import LocalStack
+from temporal_airflow.cli.airflow_rest import AirflowRest
+from temporal_airflow.cli.local_stack import LocalStack
 
 # The deep-mode stack fixtures of test_deep.py (module-scoped: this module gets its own stack).
 stack = test_deep.stack

@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client
 
 from conftest import TEST_DAGS, DagRunner, Queues, assert_healthy, record_history
-from temporal_airflow.activities.dev_server import DevServer
+from temporal_airflow.cli.dev_server import DevServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

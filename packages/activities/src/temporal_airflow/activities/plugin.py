@@ -1,9 +1,9 @@
-"""``AirflowActivitiesPlugin`` and ``TemporalAirflowPlugin``: our activities (and workflows) for any worker.
+"""``AirflowActivitiesPlugin``: our activities and data converter for any Temporal ``Client``/``Worker``.
 
-Add ``TemporalAirflowPlugin()`` to your own ``Client`` and every worker of it runs DAG runs end to end
-(workflows and activities), with the shared data converter; ``AirflowActivitiesPlugin`` alone is what
-an activity worker next to the DAG files needs. The DB-sync activities are blocking: the plugin gives
-the worker a thread pool for them unless it has one. ``temporal-airflow worker`` uses the same plugins.
+In the style of ``temporalio.contrib``: what an activity worker next to the DAG files needs, with the
+shared data converter. The DB-sync activities are blocking: the plugin gives the worker a thread pool
+for them unless it has one. ``temporal-airflow-activity-worker`` uses the same plugin; the plugin for
+workflows and activities in one worker is ``temporal_airflow.cli.plugin.TemporalAirflowPlugin``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
 from temporal_airflow.models.converter import StorageSettings, data_converter
-from temporal_airflow.workflows.plugin import WORKFLOWS, airflow_clock
 
 
 def max_concurrent_tasks() -> int:
@@ -46,13 +45,3 @@ class AirflowActivitiesPlugin(SimplePlugin):
             limit = config.get("max_concurrent_activities") or max_concurrent_tasks()
             config["activity_executor"] = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="airflow-sync")
         return config
-
-
-class TemporalAirflowPlugin(AirflowActivitiesPlugin):
-    """Workflows and activities: one worker runs whole DAG runs."""
-
-    def __init__(self, storage: StorageSettings | None = None) -> None:
-        storage = storage or StorageSettings.from_env()
-        super().__init__(storage, name="temporal-airflow")
-        self.workflows = WORKFLOWS
-        self.run_context = airflow_clock

@@ -1,40 +1,32 @@
-"""The workflow worker: hosts the DAG-run workflows (deterministic scheduling, no task code)."""
+"""The workflow worker: hosts the DAG-run workflows (deterministic scheduling, no task code).
+
+``temporal-airflow-workflow-worker`` runs it. Airflow is imported only once a worker is made, so that
+the command's defaults (:func:`temporal_airflow.models.runtime.quiet_airflow_logs`) come first.
+"""
 
 from __future__ import annotations
 
-import os
-
 from temporalio.client import Client
-from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
-from temporal_airflow.models.converter import data_converter
-from temporal_airflow.workflows.plugin import WORKFLOWS, AirflowWorkflowsPlugin
-
-__all__ = ["WORKFLOWS", "activity_task_queue", "connect_client", "create_workflow_worker", "workflow_task_queue"]
-
-
-def workflow_task_queue() -> str:
-    """``TEMPORAL_WORKFLOW_TASK_QUEUE`` or the default."""
-    return os.environ.get("TEMPORAL_WORKFLOW_TASK_QUEUE", DEFAULT_WORKFLOW_TASK_QUEUE)
-
-
-def activity_task_queue() -> str:
-    """``TEMPORAL_ACTIVITY_TASK_QUEUE`` or the default."""
-    return os.environ.get("TEMPORAL_ACTIVITY_TASK_QUEUE", DEFAULT_ACTIVITY_TASK_QUEUE)
-
-
-async def connect_client(address: str | None = None) -> Client:
-    """Connect with the SDK's envconfig: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
-    ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` (and ``TEMPORAL_PROFILE`` / config file)."""
-    config = ClientConfig.load_client_connect_config()
-    if address:
-        config["target_host"] = address
-    config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=data_converter())
+from temporal_airflow.models.runtime import run_workers, worker_parser, workflow_task_queue
 
 
 def create_workflow_worker(client: Client, task_queue: str | None = None) -> Worker:
     """A worker for the DAG-run workflows (the plugin installs the workflow-time seam in Airflow)."""
+    from temporal_airflow.workflows.plugin import AirflowWorkflowsPlugin
+
     return Worker(client, task_queue=task_queue or workflow_task_queue(), plugins=[AirflowWorkflowsPlugin()])
+
+
+async def workflow_workers(client: Client) -> list[Worker]:
+    """The workers of ``temporal-airflow-workflow-worker`` (and of ``temporal-airflow worker workflows``)."""
+    return [create_workflow_worker(client)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``temporal-airflow-workflow-worker [--address HOST:PORT]``: poll until interrupted."""
+    args = worker_parser("temporal-airflow-workflow-worker", "Run temporal-airflow's DAG-run workflows.").parse_args(
+        argv
+    )
+    return run_workers(workflow_workers, args.address, "workflows")

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporal_airflow.activities.dev_server import DevServer, free_port
-from temporal_airflow.activities.local_postgres import LocalPostgres
-from temporal_airflow.activities.processes import die_with_parent
+from temporal_airflow.cli.dev_server import DevServer, free_port
+from temporal_airflow.cli.local_postgres import LocalPostgres
+from temporal_airflow.cli.processes import die_with_parent
 
 
 def stack_settings(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporal_airflow.activities.processes import die_with_parent
+from temporal_airflow.cli.processes import die_with_parent
 
 
 def free_port() -> int:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporal_airflow.activities.dev_server import free_port
-from temporal_airflow.activities.processes import die_with_parent
+from temporal_airflow.cli.dev_server import free_port
+from temporal_airflow.cli.processes import die_with_parent
 
 _DB_USER = "postgres"
 

@@ -7,14 +7,13 @@ in-process workers, shows live per-task progress, then every task's state and XC
 
 Neither leaves a process behind, however it ends: the first Ctrl-C or SIGTERM stops everything in order
 (a second one only says that shutdown is under way), and every process they start dies with them even
-when they are SIGKILLed (see :mod:`temporal_airflow.activities.processes`).
+when they are SIGKILLed (see :mod:`temporal_airflow.cli.processes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -29,25 +28,29 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from temporal_airflow.activities.processes import (
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from temporal_airflow.activities.worker import activity_workers, create_activity_worker
+from temporal_airflow.cli.processes import (
     ShutdownSignals,
     become_subreaper,
     die_with_parent,
     sigint_ignored,
     stop_descendants,
 )
+from temporal_airflow.models.runtime import (
+    WorkerFactory,
+    activity_task_queue,
+    connect_client,
+    quiet_airflow_logs,
+    run_workers,
+    workflow_task_queue,
+)
+from temporal_airflow.workflows.worker import create_workflow_worker, workflow_workers
 
 if TYPE_CHECKING:
-    from temporal_airflow.activities.local_stack import LocalStack
-
-
-def _quiet_airflow_logs() -> None:
-    # Scheduler chatter from the in-process workflow worker would drown the progress view; the task
-    # logs (in their own files) keep their level through TEMPORAL_AIRFLOW_TASK_LOG_LEVEL.
-    os.environ.setdefault("TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"))
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    # Airflow's example plugins (an event listener that prints) have no business in a worker.
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    from temporal_airflow.cli.local_stack import LocalStack
 
 
 def _parse_conf(text: str | None) -> dict[str, Any]:
@@ -216,19 +219,12 @@ async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
 async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) -> int:
     from temporalio.client import WorkflowFailureError
 
-    from temporal_airflow.activities.dev_server import DevServer, environ_address, free_port
-    from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.cli.dev_server import DevServer, environ_address, free_port
     from temporal_airflow.models import (
         STANDALONE_WORKFLOW,
         DagExecutionInput,
         DagExecutionResult,
         RunProgress,
-    )
-    from temporal_airflow.workflows.worker import (
-        activity_task_queue,
-        connect_client,
-        create_workflow_worker,
-        workflow_task_queue,
     )
 
     info = streams.info
@@ -362,23 +358,12 @@ def _report(result: Any, workflow_id: str, link: str | None, output: str, out: T
         print(f"\nTemporal UI: {link}", file=out)
 
 
-async def _serve_workers(args: argparse.Namespace) -> None:
-    from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.worker import create_activity_worker
-    from temporal_airflow.workflows.worker import connect_client, create_workflow_worker
+async def _all_workers(client: Client) -> list[Worker]:
+    return [*await workflow_workers(client), *await activity_workers(client)]
 
-    client = await connect_client(args.address)
-    workers = []
-    if args.kind in ("workflows", "all"):
-        workers.append(create_workflow_worker(client))
-    if args.kind in ("activities", "all"):
-        await warm_up()
-        workers.append(create_activity_worker(client))
-    print(
-        f"temporal-airflow {args.kind} worker(s) polling {client.service_client.config.target_host}",
-        flush=True,
-    )
-    await asyncio.gather(*(w.run() for w in workers))
+
+#: ``temporal-airflow worker KIND``: the same workers as the worker packages' own commands, or both.
+WORKERS: dict[str, WorkerFactory] = {"workflows": workflow_workers, "activities": activity_workers, "all": _all_workers}
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -391,7 +376,7 @@ def _up(args: argparse.Namespace) -> int:
     if args.stack_process:
         return _serve_stack(dags, workdir)
     command = ["up", "--dags-folder", str(dags), "--workdir", str(workdir), "--stack-process"]
-    return _supervise([sys.executable, "-m", "temporal_airflow.activities.cli", *command])
+    return _supervise([sys.executable, "-m", "temporal_airflow.cli.main", *command])
 
 
 def _supervise(command: list[str]) -> int:
@@ -431,7 +416,7 @@ def _serve_stack(dags: Path, workdir: Path) -> int:
     This process is a subreaper: whatever Airflow's processes leave behind is re-parented here and
     stopped at the end.
     """
-    from temporal_airflow.activities.local_stack import LocalStack
+    from temporal_airflow.cli.local_stack import LocalStack
 
     become_subreaper()
     ShutdownSignals(_interrupt, sys.stdout).install()
@@ -525,11 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "up":
         return _up(args)
-    _quiet_airflow_logs()
     if args.command == "worker":
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_workers(args))
-        return 0
+        return run_workers(WORKERS[args.kind], args.address, args.kind)
+    quiet_airflow_logs()
     request = RunRequest.of(args)
     streams, log_path = _route_output(args.output, args.verbose)
     if log_path is not None:
