@@ -159,7 +159,8 @@ def dag_test(dag_file: Path, dag_id: str) -> float:
 
 
 def turn_costs(dag_file: Path, fanout: int) -> tuple[int, float, float]:
-    """Seconds of the expansion turn and the median steady turn of the fan-out, outside Temporal."""
+    """Seconds of the longest activation (an expansion turn or a batch of rows) and of the median steady
+    turn of the fan-out, outside Temporal."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.serialization.serialized_objects import DagSerialization
 
@@ -172,8 +173,14 @@ def turn_costs(dag_file: Path, fanout: int) -> tuple[int, float, float]:
         DagSerialization.to_dict(dag), run_id="bench", run_type="manual", logical_date=now, run_after=now, conf={}
     )
     timings: list[float] = []
+    catch_ups: list[float] = []
     tasks = 0
     while not local.finished and len(timings) < 400:
+        if local.catching_up:
+            started = time.perf_counter()
+            local.catch_up()
+            catch_ups.append(time.perf_counter() - started)
+            continue
         started = time.perf_counter()
         turn = local.ready_tasks(16)
         timings.append(time.perf_counter() - started)
@@ -194,7 +201,7 @@ def turn_costs(dag_file: Path, fanout: int) -> tuple[int, float, float]:
                 )
             )
         tasks = max(tasks, len(local.states()))
-    expansion = max(timings)
+    expansion = max(timings + catch_ups)
     return tasks, expansion, statistics.median(timings[3:] or timings)
 
 

@@ -138,3 +138,26 @@ def second_order_mapping():
 
 
 second_order_mapping()
+
+
+@dag(schedule=None, start_date=START, max_active_tasks=16)
+def wide_fanout():
+    """A fan-out wider than one activation's worth of rows, counted per index."""
+
+    @task
+    def indexes() -> list[int]:
+        return list(range(700))
+
+    @task
+    def work(i: int, **context) -> int:
+        _count(context, f"work_{i}")
+        return i
+
+    @task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    total(work.expand(i=indexes()))
+
+
+wide_fanout()

@@ -5,7 +5,9 @@ Each turn asks Airflow (through :class:`LocalDagRun`) which task instances may r
 feeds every finished try back to Airflow. A turn that changed anything is followed by another at once;
 otherwise the loop waits for a try to finish or for the earliest retry, on a durable timer computed by
 Airflow's ``next_retry_datetime`` (``retry_delay``, exponential backoff, ``max_retry_delay`` and a
-``retry_policy``'s delay). Airflow's runner decides between ``failed`` and ``up_for_retry``.
+``retry_policy``'s delay). Airflow's runner decides between ``failed`` and ``up_for_retry``. When
+capacity is short the highest ``priority_weight`` starts first, and each try carries its weight to
+Temporal as the activity's priority key.
 
 Two kinds of failure are kept apart: a task's own failure is an Airflow try (its ``retries`` decide);
 a lost worker (no heartbeat) retries the same try on another worker, a bounded number of times.
@@ -23,17 +25,19 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
+    RUN_DAG_CALLBACK_ACTIVITY,
     RUN_TASK_ACTIVITY,
     TASK_PROCESS_DIED_ERROR,
     XCOM_TOO_LARGE_ERROR,
     ActivityTaskInput,
+    DagCallbackInput,
     DagExecutionResult,
     RunProgress,
     RunSnapshot,
@@ -47,6 +51,8 @@ from temporal_airflow.workflows.waits import DeferralWaits
 _TIMEOUT_GRACE = timedelta(minutes=2)
 #: A task without ``execution_timeout`` may run this long; liveness is guarded by heartbeats.
 _NO_TIMEOUT = timedelta(days=365)
+#: Timer between two batches of rows when a run creates or loads thousands of task instances.
+_CATCH_UP_PAUSE = timedelta(milliseconds=1)
 #: How long to wait before re-asking Airflow when nothing runs, nothing changed and no retry waits.
 _IDLE_RECHECK = timedelta(seconds=5)
 #: Infrastructure trouble (a lost worker, the metadata DB away for a while) retries the same Airflow try,
@@ -69,7 +75,17 @@ RESULT_XCOM_BYTES = 1024 * 1024
 HISTORY_EVENT_BUDGET = 8_000
 HISTORY_BYTES_BUDGET = 8 * 1024 * 1024
 
+#: A DAG callback may run this long; a lost worker retries it, a callback that raises does not.
+_CALLBACK_TIMEOUT = timedelta(minutes=10)
+_CALLBACK_RETRY = RetryPolicy(maximum_attempts=3)
+
 TurnHook = Callable[[], None]
+
+
+def _wake_reason(wake_at: datetime | None, retry_at: datetime | None, timeout_at: datetime | None) -> str:
+    if wake_at == retry_at:
+        return "retry delay"
+    return "dagrun_timeout" if wake_at == timeout_at else "next poke"
 
 
 @dataclass
@@ -131,14 +147,28 @@ class DagRunDriver:
                 self.errors[key] = summary.error
 
     async def run(self) -> str:
-        """Schedule until Airflow declares the run finished; returns its state.
+        """Schedule until Airflow declares the run finished (or ``dagrun_timeout`` ends it), run the DAG's
+        callback if Airflow asked for one, and return the run's state.
 
         Raises :class:`ContinueAsNew` when the history is full and nothing runs any more.
         """
+        state = await self._schedule()
+        await self._run_dag_callback()
+        return state
+
+    async def _schedule(self) -> str:
         for key, deferral in self.local.deferrals().items():
             self._waits.watch(key, deferral, self._trigger_task)
         try:
             while True:
+                if self.local.catching_up:
+                    # Thousands of rows to create or load: one batch per activation, a short timer between.
+                    self.local.catch_up()
+                    await workflow.sleep(_CATCH_UP_PAUSE, summary="loading task instances")
+                    continue
+                if self.local.timed_out(workflow.now()):
+                    await self._time_out()
+                    return self.local.state
                 draining = history_is_full()
                 if draining and not self._running:
                     self._waits.cancel()  # the snapshot carries what they wait for
@@ -205,7 +235,8 @@ class DagRunDriver:
 
     async def _wait_for_progress(self) -> None:
         retry_at, poke_at = self.local.next_retry_at(), self.local.next_poke_at()
-        wake_at = min((t for t in (retry_at, poke_at) if t is not None), default=None)
+        timeout_at = self.local.timeout_at
+        wake_at = min((t for t in (retry_at, poke_at, timeout_at) if t is not None), default=None)
         if not self._running and wake_at is None and not self._finished and not self._waits.active:
             # Nothing runs, nothing waits, nothing changed, yet Airflow keeps the run open: look again
             # shortly rather than spin (Airflow itself fails runs that are truly deadlocked).
@@ -219,7 +250,7 @@ class DagRunDriver:
             await workflow.wait_condition(
                 lambda: bool(self._finished or self._waits.woken),
                 timeout=timeout,
-                timeout_summary="retry delay" if wake_at == retry_at else "next poke",
+                timeout_summary=_wake_reason(wake_at, retry_at, timeout_at),
             )
 
     def _resume_woken(self) -> None:
@@ -306,6 +337,7 @@ class DagRunDriver:
                 heartbeat_timeout=self.options.heartbeat_timeout,
                 retry_policy=_INFRA_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                priority=Priority(priority_key=self.local.priority_key(key)),
             )
             self._finished.append((key, result, None))
         except ActivityError as err:
@@ -335,10 +367,42 @@ class DagRunDriver:
             self.errors[key] = f"task try produced no outcome: {failure}"
             workflow.logger.warning("Task %s: try ended without an outcome (%s), now %s", key.label, failure, state)
 
-    async def _cancel_running(self) -> None:
+    async def _time_out(self) -> None:
+        """``dagrun_timeout`` passed: stop every running try and waiting trigger, then end the run as
+        Airflow's scheduler does (failed, unfinished task instances skipped)."""
+        workflow.logger.info("Run %s: dagrun_timeout passed, failing it", self.local.dag_run.run_id)
+        await self._stop_running()
+        self._finished.clear()
+        self.local.time_out(workflow.now())
+        if self.after_turn is not None:
+            self.after_turn()
+
+    async def _run_dag_callback(self) -> None:
+        """The DAG's ``on_success_callback`` / ``on_failure_callback``, once, on an activity worker; a
+        callback that fails is logged and leaves the run's state as it is (as under Airflow)."""
+        request = self.local.callback_request
+        if request is None:
+            return
+        try:
+            await workflow.execute_activity(
+                RUN_DAG_CALLBACK_ACTIVITY,
+                DagCallbackInput(self.options.dag_path, request, self.options.variables),
+                task_queue=self.options.activity_task_queue,
+                start_to_close_timeout=_CALLBACK_TIMEOUT,
+                retry_policy=_CALLBACK_RETRY,
+                summary="DAG callback",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("Run %s: DAG callback failed: %s", self.local.dag_run.run_id, err.cause or err)
+
+    async def _stop_running(self) -> None:
         self._waits.cancel()
         for task in self._running.values():
             task.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()))
+        self._running.clear()
+
+    async def _cancel_running(self) -> None:
+        await self._stop_running()
         self.local.fail_unfinished(workflow.now())

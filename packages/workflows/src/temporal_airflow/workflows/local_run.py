@@ -23,22 +23,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pendulum
-from airflow.exceptions import ParamValidationError
+from airflow.callbacks.callback_requests import DagCallbackRequest
+from airflow.exceptions import NotMapped, ParamValidationError
 from airflow.models import import_all_models
 from airflow.models.base import Base
 from airflow.models.dag import DagModel
 from airflow.models.dag_version import DagVersion
 from airflow.models.dagbundle import DagBundleModel
 from airflow.models.dagrun import DagRun
+from airflow.models.expandinput import NotFullyPopulated
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskmap import TaskMap
 from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
+from airflow.serialization.definitions.mappedoperator import get_mapped_ti_count, is_mapped
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.task.trigger_rule import TriggerRule
+from airflow.ti_deps.dep_context import DepContext
 from airflow.utils.state import DagRunState, TaskInstanceState
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
 from sqlalchemy import create_engine, func, inspect, select
@@ -57,6 +61,7 @@ from temporal_airflow.models import (
     TriggerOutcome,
     XComEntry,
 )
+from temporal_airflow.workflows import bulk_rows
 from temporal_airflow.workflows.wait_records import WaitRecords
 
 _BUNDLE = "temporal-airflow"
@@ -80,6 +85,9 @@ _STARTED = frozenset(
         TaskInstanceState.UP_FOR_RESCHEDULE,
     }
 )
+
+#: States of a try that counts against its task's ``max_active_tis_per_dag(run)``, as Airflow counts them.
+_ACTIVE = frozenset({TaskInstanceState.QUEUED, TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED})
 
 import_all_models()
 
@@ -144,6 +152,21 @@ def _key(ti: TaskInstance) -> TaskKey:
     return TaskKey(ti.task_id, ti.map_index)
 
 
+def _priority_order(ti: TaskInstance) -> tuple[int, int, str]:
+    """Airflow's scheduler order: ``priority_weight`` descending, then map index (then task id)."""
+    return -(ti.priority_weight or 0), ti.map_index, ti.task_id
+
+
+def _active_limit(task: Any) -> int | None:
+    """The tighter of a task's ``max_active_tis_per_dagrun`` and ``max_active_tis_per_dag``, if any."""
+    limits = [
+        limit
+        for limit in (getattr(task, "max_active_tis_per_dagrun", None), getattr(task, "max_active_tis_per_dag", None))
+        if limit is not None
+    ]
+    return min(limits, default=None)
+
+
 def _state_text(ti: TaskInstance) -> str | None:
     return None if ti.state is None else str(ti.state)
 
@@ -170,6 +193,19 @@ class _RunSession(Session):
         return super().merge(instance, load=load, options=options)
 
 
+@dataclass
+class _Expansion:
+    """A mapped task whose index rows are being created, a batch per activation."""
+
+    template_id: Any
+    total: int
+    next_index: int = 1
+
+
+def _is_mapped(task: Any) -> bool:
+    return task is not None and is_mapped(task)
+
+
 class LocalDagRun:
     """Owns the in-workflow database and the DagRun in it."""
 
@@ -191,7 +227,9 @@ class LocalDagRun:
         self.dag = DagSerialization.from_dict(serialized_dag)
         session = self._session
         session.add(DagBundleModel(name=_BUNDLE))
-        session.add(DagModel(dag_id=self.dag.dag_id, bundle_name=_BUNDLE))
+        # The file's path names it in DAG callback requests.
+        fileloc = self.dag.relative_fileloc or self.dag.fileloc or ""
+        session.add(DagModel(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, relative_fileloc=fileloc))
         session.flush()
         DagVersion.write_dag(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, session=session)
         data_interval = None
@@ -219,6 +257,13 @@ class LocalDagRun:
         self._changed = False
         self._expanded = False
         self._waits = WaitRecords(session)
+        #: The ``DagCallbackRequest`` (as JSON) Airflow made when it settled the run's state, if any.
+        self.callback_request: str | None = None
+        #: Big expansions under way (task id -> rows still to create) and rows still to load.
+        self._expansions: dict[str, _Expansion] = {}
+        self._to_load: list[Any] = []
+        self._precreated: set[str] = set()
+        self._pending: dict[TaskKey, TaskSummary] = {}
         self._reload()
         self._install_seams()
 
@@ -236,6 +281,72 @@ class LocalDagRun:
         self._tis_by_key = {_key(ti): ti for ti in self._sorted}
         for ti in self._sorted:
             ti.task = self.dag.get_task(ti.task_id)
+
+    @property
+    def catching_up(self) -> bool:
+        """Rows still to create or load: call :meth:`catch_up` (one activation each) before scheduling."""
+        return bool(self._expansions or self._to_load)
+
+    def catch_up(self) -> None:
+        """Create or load one activation's worth of rows (see :mod:`bulk_rows`)."""
+        budget = bulk_rows.ROWS_PER_ACTIVATION
+        for task_id, expansion in sorted(self._expansions.items()):
+            indexes = range(expansion.next_index, min(expansion.next_index + budget, expansion.total))
+            self._to_load.extend(bulk_rows.clone_indexes(self._session, expansion.template_id, indexes))
+            expansion.next_index = indexes.stop
+            budget -= len(indexes)
+            if expansion.next_index >= expansion.total:
+                del self._expansions[task_id]  # Airflow's own expansion now just renumbers the unmapped row
+                self._precreated.add(task_id)
+            if budget <= 0:
+                break
+        self._session.commit()
+        if budget > 0 and self._to_load:
+            batch, self._to_load = self._to_load[:budget], self._to_load[budget:]
+            self._add(bulk_rows.load(self._session, batch))
+
+    def _add(self, tis: Iterable[TaskInstance]) -> None:
+        """Cache newly loaded rows, applying states carried from an earlier execution."""
+        for ti in tis:
+            ti.task = self.dag.get_task(ti.task_id)
+            self._tis_by_key[_key(ti)] = ti
+            if (summary := self._pending.pop(_key(ti), None)) is not None:
+                self._apply(ti, summary)
+        self._sorted = sorted(self._tis_by_key.values(), key=lambda ti: (ti.task_id, ti.map_index))
+        self._session.commit()
+
+    def _refresh(self) -> None:
+        """After Airflow changed rows: re-key those changed in place, load (or queue) rows it added."""
+        if self._row_count() == len(self._sorted):
+            self._tis_by_key = {_key(ti): ti for ti in self._sorted}  # renumbered in place, nothing new
+            self._add([])
+            return
+        ids = bulk_rows.row_ids(self._session, self.dag_run.dag_id, self.dag_run.run_id)
+        cached = {ti.id: ti for ti in self._sorted}
+        self._tis_by_key = {_key(ti): ti for ti_id, ti in cached.items() if ti_id in ids}
+        missing = sorted(ids - cached.keys() - set(self._to_load))
+        if len(missing) <= bulk_rows.ROWS_PER_ACTIVATION:
+            self._add(bulk_rows.load(self._session, missing))
+        else:
+            self._to_load.extend(missing)
+            self._add([])
+
+    def _big_expansion(self, ti: TaskInstance, finished: list[TaskInstance], session: Session) -> bool:
+        """Start expanding ``ti``'s mapped task row by row when it is ready and has many indexes."""
+        if ti.map_index >= 0 or ti.state is not None or ti.task_id in self._precreated or not _is_mapped(ti.task):
+            return False
+        try:
+            total = get_mapped_ti_count(ti.task, self.dag_run.run_id, session=session)  # type: ignore[arg-type]
+        except (NotFullyPopulated, NotMapped):
+            return False
+        if total is None or total <= bulk_rows.ROWS_PER_ACTIVATION:
+            return False
+        context = DepContext(flag_upstream_failed=False, ignore_unmapped_tasks=True, finished_tis=finished)
+        if not ti.are_dependencies_met(dep_context=context, session=session):
+            return False
+        self._expansions[ti.task_id] = _Expansion(template_id=ti.id, total=total)
+        self._changed = True
+        return True
 
     def _row_count(self) -> int:
         return int(
@@ -269,12 +380,15 @@ class LocalDagRun:
         def get_ready_tis(schedulable: list[TaskInstance], finished: list[TaskInstance], session: Session) -> Any:
             done = {ti.task_id for ti in finished}
             candidates: list[TaskInstance] = []
-            known_ready_budget = self._turn_capacity
+            # Of those found ready earlier, a turn's worth are checked again: the highest priority first.
+            known_ready = sorted((ti for ti in schedulable if _key(ti) in self._known_ready), key=_priority_order)
+            recheck = {_key(ti) for ti in known_ready[: self._turn_capacity]}
             fresh_mapped: dict[str, int] = {}
             for ti in schedulable:
+                if ti.task_id in self._expansions or self._big_expansion(ti, finished, session):
+                    continue  # its rows are being created a batch per activation
                 if _key(ti) in self._known_ready:
-                    if known_ready_budget > 0:
-                        known_ready_budget -= 1
+                    if _key(ti) in recheck:
                         candidates.append(ti)
                 elif ti.state is not None:
                     candidates.append(ti)
@@ -369,29 +483,50 @@ class LocalDagRun:
         first); anything that was in flight runs again, with its try number carried on.
         """
         tasks = list(tasks)
-        session = self._session
+        session, run = self._session, self.dag_run
+        bulk_rows.insert_xcom_markers(
+            session,
+            run,
+            {
+                (s.task_id, s.map_index, x.mapped_length, x.key == XCOM_RETURN_KEY)
+                for s in tasks
+                for x in s.xcoms
+                if x.mapped_length is not None or x.key == XCOM_RETURN_KEY
+            },
+        )
+        self._pending = {TaskKey(s.task_id, s.map_index): s for s in tasks}
+        highest: dict[str, int] = {}
         for summary in tasks:
-            self._record_xcoms(summary.task_id, summary.map_index, summary.end_date, summary.xcoms)
-        session.flush()
-        for task_id in sorted({s.task_id for s in tasks if s.map_index >= 0}):
-            if TaskKey(task_id, -1) in self._tis_by_key:
-                TaskMap.expand_mapped_task(self.dag.get_task(task_id), self.dag_run.run_id, session=session)
-        session.commit()
-        self._reload()
-        for summary in tasks:
-            ti = self._tis_by_key.get(TaskKey(summary.task_id, summary.map_index))
-            if ti is None:
+            highest[summary.task_id] = max(highest.get(summary.task_id, -1), summary.map_index)
+        for task_id, top in sorted(highest.items()):
+            unmapped = self._tis_by_key.get(TaskKey(task_id, -1))
+            if top < 0 or unmapped is None:
                 continue
-            state = None if summary.state is None else task_state(summary.state)
-            # A try that was in flight runs again as the same try (Airflow's scheduling adds one).
-            ti.try_number = max(summary.try_number - 1, 0) if state in _IN_FLIGHT else summary.try_number
-            if state is not None and state not in _IN_FLIGHT:
-                ti.state = state
-                ti.start_date = summary.start_date
-                ti.end_date = summary.end_date
-                ti.retry_delay_override = summary.retry_delay_seconds
-                self._waits.restore(ti, summary)
+            # The expansion the earlier execution made: the unmapped row becomes index 0, copies the rest.
+            self._to_load.extend(bulk_rows.clone_indexes(session, unmapped.id, range(1, top + 1)))
+            session.expunge(unmapped)
+            del self._tis_by_key[TaskKey(task_id, -1)]
+            bulk_rows.renumber(session, unmapped.id, 0)
+            self._to_load.insert(0, unmapped.id)
         session.commit()
+        for key, ti in list(self._tis_by_key.items()):
+            if (summary := self._pending.pop(key, None)) is not None:  # type: ignore[arg-type]
+                self._apply(ti, summary)
+        self._add([])
+        if len(self._to_load) <= bulk_rows.ROWS_PER_ACTIVATION:
+            self.catch_up()
+
+    def _apply(self, ti: TaskInstance, summary: TaskSummary) -> None:
+        """Set a task instance as an earlier execution (or Airflow's DB) left it."""
+        state = None if summary.state is None else task_state(summary.state)
+        # A try that was in flight runs again as the same try (Airflow's scheduling adds one).
+        ti.try_number = max(summary.try_number - 1, 0) if state in _IN_FLIGHT else summary.try_number
+        if state is not None and state not in _IN_FLIGHT:
+            ti.state = state
+            ti.start_date = summary.start_date
+            ti.end_date = summary.end_date
+            ti.retry_delay_override = summary.retry_delay_seconds
+            self._waits.restore(ti, summary)
 
     # -- scheduling ---------------------------------------------------------------------------------
 
@@ -410,21 +545,23 @@ class LocalDagRun:
         rows = len(self._sorted)
         token = _EXPANSION_SLICE.set(max(self._turn_capacity, 1))
         try:
-            schedulable, _callback = self.dag_run.update_state(session=session, execute_callbacks=False)
+            schedulable, callback = self.dag_run.update_state(session=session, execute_callbacks=False)
         finally:
             _EXPANSION_SLICE.reset(token)
-        schedulable = sorted(schedulable, key=lambda t: (t.task_id, t.map_index))
+        self._keep_callback(callback)
+        schedulable = sorted(schedulable, key=_key)
         no_run = [ti for ti in schedulable if not ti.is_schedulable]
         runnable = [ti for ti in schedulable if ti.is_schedulable]
-        to_run = runnable[: self._turn_capacity]
-        self._known_ready.update(_key(ti) for ti in runnable[self._turn_capacity :])
+        to_run = self._admit(runnable)
+        admitted = {_key(ti) for ti in to_run}
+        self._known_ready.update(_key(ti) for ti in runnable if _key(ti) not in admitted)
         if no_run or to_run:
             self.dag_run.schedule_tis(no_run + to_run, session=session)
         session.commit()
         for ti in no_run + to_run:
             session.refresh(ti)  # schedule_tis writes with a bulk UPDATE the ORM objects do not see
         if self._expanded or self._row_count() != rows:
-            self._reload()  # an expansion added rows or renumbered the unmapped one
+            self._refresh()  # an expansion added rows or renumbered the unmapped one
         ready = []
         for ti in to_run:
             self._known_ready.discard(_key(ti))
@@ -433,6 +570,37 @@ class LocalDagRun:
                 ready.append(ReadyTask(_key(ti), ti.try_number, ti.max_tries))
         session.commit()
         return Turn(ready=ready, progressed=bool(no_run) or self._changed)
+
+    def _admit(self, runnable: list[TaskInstance]) -> list[TaskInstance]:
+        """What Airflow's scheduler hands its executor: the highest ``priority_weight`` first (then map
+        index), at most the turn's capacity, and never more active tries of a task than its
+        ``max_active_tis_per_dagrun`` / ``max_active_tis_per_dag`` (both counted within this run).
+        Returned in the usual (task_id, map_index) order, so tries start in the same order as ever
+        whenever capacity is not short."""
+        active: dict[str, int] = {}
+        admitted: list[TaskInstance] = []
+        for ti in sorted(runnable, key=_priority_order):
+            if len(admitted) >= self._turn_capacity:
+                break
+            limit = _active_limit(ti.task)
+            if limit is not None:
+                if ti.task_id not in active:
+                    active[ti.task_id] = sum(1 for t in self._sorted if t.task_id == ti.task_id and t.state in _ACTIVE)
+                if active[ti.task_id] >= limit:
+                    continue
+                active[ti.task_id] += 1
+            admitted.append(ti)
+        return sorted(admitted, key=_key)
+
+    def priority_key(self, key: TaskKey) -> int | None:
+        """Temporal's priority key (1 = first, 5 = last) for the task's ``priority_weight``, relative to
+        the weights of this run's tasks; ``None`` when every task weighs the same."""
+        weights = [ti.priority_weight or 0 for ti in self._sorted]
+        low, high = min(weights, default=0), max(weights, default=0)
+        if high == low:
+            return None
+        weight = self._ti(key).priority_weight or 0
+        return 1 + round(4 * (high - weight) / (high - low))
 
     def mark_running(self, key: TaskKey, when: datetime) -> None:
         ti = self._ti(key)
@@ -538,6 +706,35 @@ class LocalDagRun:
         """Earliest moment a task waiting in ``up_for_retry`` may run again (Airflow's own delay)."""
         times = [ti.next_retry_datetime() for ti in self._sorted if ti.state == TaskInstanceState.UP_FOR_RETRY]
         return min(times) if times else None
+
+    def _keep_callback(self, request: DagCallbackRequest | None) -> None:
+        if request is not None and self.callback_request is None:
+            self.callback_request = request.model_dump_json()
+
+    @property
+    def timeout_at(self) -> datetime | None:
+        """When the DAG's ``dagrun_timeout`` ends this run (counted from its start), if it has one."""
+        timeout, start = self.dag.dagrun_timeout, self.dag_run.start_date
+        return None if timeout is None or start is None or self.finished else start + timeout
+
+    def timed_out(self, now: datetime) -> bool:
+        deadline = self.timeout_at
+        return deadline is not None and now >= deadline
+
+    def time_out(self, when: datetime) -> None:
+        """End the run as Airflow's scheduler does when ``dagrun_timeout`` passes: failed, every unfinished
+        task instance skipped, the failure callback asked for with reason ``timed_out``. Nothing may run."""
+        unfinished = [ti for ti in self._sorted if ti.state not in _FINISHED]
+        last = max(unfinished, key=lambda ti: ti.start_date or datetime.min.replace(tzinfo=UTC), default=None)
+        self.dag_run.set_state(DagRunState.FAILED)
+        self.dag_run.end_date = when
+        for ti in unfinished:
+            ti.state = TaskInstanceState.SKIPPED
+        self._session.commit()
+        if self.dag.has_on_failure_callback:
+            self._keep_callback(
+                self.dag_run.produce_dag_callback(dag=self.dag, success=False, relevant_ti=last, reason="timed_out")
+            )
 
     def fail_unfinished(self, when: datetime) -> None:
         """Cancel the run: unfinished task instances end ``failed`` / ``upstream_failed``; run ``failed``."""
