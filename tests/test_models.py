@@ -12,7 +12,9 @@ from temporalio.converter import DataConverter
 import temporal_airflow.models as models
 
 NOW = dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.UTC)
-ENTRY = models.XComEntry(task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3)
+ENTRY = models.XComEntry(
+    task_id="t", key="return_value", value_json='{"a": [1, 2]}', map_index=2, mapped_length=3, value_ref='{"c": 1}'
+)
 RUN = models.RunContext(
     dag_id="d",
     run_id="r",
@@ -24,29 +26,66 @@ RUN = models.RunContext(
     data_interval_end=NOW,
     conf={"k": [1, "two"]},
 )
-SUMMARY = models.TaskSummary(
-    task_id="t", state="success", try_number=2, start_date=NOW, end_date=NOW, xcoms=[ENTRY], error="E"
+RESCHEDULE = models.Reschedule(reschedule_date=NOW, first_start_date=NOW, count=2)
+OUTCOME = models.TriggerOutcome(payload={"p": 1}, task_state="success", failure="f", traceback=["tb"])
+DEFERRAL = models.Deferral(
+    classpath="m.Trigger",
+    trigger_kwargs={"k": 1},
+    next_method="execute_complete",
+    next_kwargs={"a": 1},
+    timeout_at=NOW,
+    moment=NOW,
+    moment_event=OUTCOME,
 )
+SUMMARY = models.TaskSummary(
+    task_id="t",
+    state="success",
+    try_number=2,
+    start_date=NOW,
+    end_date=NOW,
+    xcoms=[ENTRY],
+    error="E",
+    retry_delay_seconds=2.0,
+    reschedule=RESCHEDULE,
+    deferral=DEFERRAL,
+)
+TASK_INPUT = models.ActivityTaskInput(
+    dag_path="/d.py",
+    task_id="t",
+    try_number=1,
+    max_tries=2,
+    run=RUN,
+    map_index=0,
+    upstream_xcoms=[ENTRY],
+    variables={"v": "1"},
+    deep_integration=True,
+    reschedule=RESCHEDULE,
+    next_method="execute_complete",
+    next_kwargs={"event": 1},
+)
+SNAPSHOT = models.RunSnapshot(run=RUN, fileloc="/d.py", serialized_dag={"dag": {}}, tasks=[SUMMARY], generation=2)
 
 SAMPLES: dict[type, object] = {
     models.XComEntry: ENTRY,
     models.RunContext: RUN,
     models.DagExecutionInput: models.DagExecutionInput(
-        dag_path="/dags/x.py", dag_id="x", run_id="r", logical_date=NOW, conf={"a": 1}, variables={"v": "1"}
+        dag_path="/dags/x.py",
+        dag_id="x",
+        run_id="r",
+        logical_date=NOW,
+        conf={"a": 1},
+        variables={"v": "1"},
+        resume=SNAPSHOT,
     ),
+    models.Reschedule: RESCHEDULE,
+    models.TriggerOutcome: OUTCOME,
+    models.Deferral: DEFERRAL,
+    models.RunSnapshot: SNAPSHOT,
+    models.TriggerInput: models.TriggerInput(task=TASK_INPUT, deferral=DEFERRAL),
+    models.DagCallbackInput: models.DagCallbackInput(dag_path="/d.py", request_json="{}", variables={"v": "1"}),
     models.LoadDagFileInput: models.LoadDagFileInput(dag_path="/dags/x.py", dag_id="x"),
     models.LoadDagFileResult: models.LoadDagFileResult(dag_id="x", fileloc="/dags/x.py", serialized_dag={"dag": {}}),
-    models.ActivityTaskInput: models.ActivityTaskInput(
-        dag_path="/d.py",
-        task_id="t",
-        try_number=1,
-        max_tries=2,
-        run=RUN,
-        map_index=0,
-        upstream_xcoms=[ENTRY],
-        variables={"v": "1"},
-        deep_integration=True,
-    ),
+    models.ActivityTaskInput: TASK_INPUT,
     models.TaskExecutionResult: models.TaskExecutionResult(
         task_id="t",
         state="up_for_retry",
@@ -59,13 +98,17 @@ SAMPLES: dict[type, object] = {
         error="E",
         traceback="tb",
         hostname="h",
+        reschedule_date=NOW,
+        deferral=DEFERRAL,
     ),
     models.TaskSummary: SUMMARY,
     models.DagExecutionResult: models.DagExecutionResult(
         dag_id="d", run_id="r", state="success", tasks=[SUMMARY], start_date=NOW, end_date=NOW
     ),
     models.RunProgress: models.RunProgress(dag_id="d", run_id="r", state="running", tasks=[SUMMARY]),
-    models.DeepDagExecutionInput: models.DeepDagExecutionInput(dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}),
+    models.DeepDagExecutionInput: models.DeepDagExecutionInput(
+        dag_id="d", logical_date=NOW, run_id="r", conf={"a": 1}, resume=SNAPSHOT
+    ),
     models.LoadSerializedDagInput: models.LoadSerializedDagInput(dag_id="d"),
     models.LoadSerializedDagResult: models.LoadSerializedDagResult(
         dag_id="d", fileloc="/f.py", serialized_dag={"a": 1}, dag_version_id="v"
