@@ -16,6 +16,7 @@ from typing import Any
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
+from temporal_airflow.activities.callback_activities import CALLBACK_ACTIVITIES
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
@@ -29,7 +30,7 @@ def max_concurrent_tasks() -> int:
 
 def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
     """Every activity; large XCom values go to ``storage``'s payload store."""
-    return [*TaskActivities(storage.driver).activities(), *TRIGGER_ACTIVITIES, *SYNC_ACTIVITIES]
+    return [*TaskActivities(storage.driver).activities(), *TRIGGER_ACTIVITIES, *SYNC_ACTIVITIES, *CALLBACK_ACTIVITIES]
 
 
 class AirflowActivitiesPlugin(SimplePlugin):

@@ -26,6 +26,7 @@ ENSURE_TASK_INSTANCES_ACTIVITY = "ensure_task_instances"
 SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
 SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
 RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
+RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
 
 #: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
@@ -201,6 +202,19 @@ class TriggerInput:
 
     task: ActivityTaskInput
     deferral: Deferral
+
+
+@dataclass
+class DagCallbackInput:
+    """Input of ``run_dag_callback``: a finished run's ``on_success_callback`` / ``on_failure_callback``.
+
+    ``request_json`` is the ``DagCallbackRequest`` Airflow's ``DagRun.update_state`` made when it decided
+    the run's state (the run, its last task instance, the reason), as Airflow's own JSON.
+    """
+
+    dag_path: str
+    request_json: str
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

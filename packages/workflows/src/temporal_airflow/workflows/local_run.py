@@ -20,6 +20,7 @@ workflow is sorted so that the order of commands never depends on SQLite's row o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from airflow.task.trigger_rule import TriggerRule
 from airflow.ti_deps.dep_context import DepContext
 from airflow.utils.state import DagRunState, TaskInstanceState
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import Engine, create_engine, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from temporalio import workflow
@@ -90,6 +91,19 @@ _STARTED = frozenset(
 _ACTIVE = frozenset({TaskInstanceState.QUEUED, TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED})
 
 import_all_models()
+
+
+#: Airflow's tables in an in-memory DB, made once per process: each run's DB starts as a copy of it
+#: (milliseconds, where creating ~60 tables takes a tenth of a second, and more the first time).
+_SCHEMA = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+Base.metadata.create_all(_SCHEMA)
+_SCHEMA_LOCK = threading.Lock()
+
+
+def _copy_schema(engine: Engine) -> None:
+    source: Any = _SCHEMA.raw_connection().driver_connection
+    with _SCHEMA_LOCK:
+        source.backup(engine.raw_connection().driver_connection)
 
 #: While a workflow's turn runs: how many freshly expanded task instances Airflow may check at once.
 _EXPANSION_SLICE: ContextVar[int | None] = ContextVar("temporal_airflow_expansion_slice", default=None)
@@ -221,14 +235,14 @@ class LocalDagRun:
         start_date: datetime | None = None,
     ) -> None:
         self._engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-        Base.metadata.create_all(self._engine)
+        _copy_schema(self._engine)
         self._session: Session = sessionmaker(bind=self._engine, class_=_RunSession, expire_on_commit=False)()
         self.serialized_dag = serialized_dag
         self.dag = DagSerialization.from_dict(serialized_dag)
         session = self._session
         session.add(DagBundleModel(name=_BUNDLE))
         # The file's path names it in DAG callback requests.
-        fileloc = self.dag.relative_fileloc or self.dag.fileloc or ""
+        fileloc = getattr(self.dag, "relative_fileloc", None) or getattr(self.dag, "fileloc", None) or ""
         session.add(DagModel(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, relative_fileloc=fileloc))
         session.flush()
         DagVersion.write_dag(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, session=session)
