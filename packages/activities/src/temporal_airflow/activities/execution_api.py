@@ -5,9 +5,10 @@ the task: the run's context, XComs, variables, connections, state changes, branc
 
 * :class:`RecordingTransport` wraps any Execution-API transport and records what the try reported
   (final state, XComs pushed, tasks to skip, the trigger it deferred to, the date a sensor asked to
-  be rescheduled at) for the workflow, whatever answers the calls. A state
-  update that meets a server error or a lost connection is retried until it lands: a try's outcome is
-  what the API accepted, never what it failed to record.
+  be rescheduled at) for the workflow, whatever answers the calls. A call that meets a server error
+  or a lost connection is retried until it lands, as Airflow's own client retries them (the task
+  runner's in-process client does not): a short DB outage never fails a try whose body worked (an
+  XCom push), and a try's outcome is what the API accepted, never what it failed to record.
 * :class:`StandaloneExecutionAPI` answers those calls with no Airflow DB: from the activity's input
   (run context, upstream XComs, variables, a sensor's earlier pokes, the method and event a deferred
   task resumes with).
@@ -60,9 +61,10 @@ _XCOM_PATH = re.compile(r"/?xcoms/[^/]+/[^/]+/(?P<task_id>[^/]+)/(?P<key>[^/]+)"
 class RecordingTransport(httpx.BaseTransport):
     """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`.
 
-    State updates (``PATCH .../state``: success, failed, up_for_retry, skipped...) that get a 5xx or
-    raise (connection lost; the in-process API raises its DB's errors) are retried with a backoff, for
-    at most ``state_retry_seconds`` over the whole try, before the last failure is passed on.
+    Calls that get a 5xx or raise (connection lost; the in-process API raises its DB's errors), state
+    updates (``PATCH .../state``: success, failed, up_for_retry, skipped...) and every other call alike,
+    are retried with a backoff, for at most ``state_retry_seconds`` over the whole try, before the last
+    failure is passed on.
     """
 
     def __init__(
@@ -75,15 +77,12 @@ class RecordingTransport(httpx.BaseTransport):
         self._state_deadline: float | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PATCH" and request.url.path.endswith("/state"):
-            response = self._deliver_state(request)
-        else:
-            response = self.inner.handle_request(request)
+        response = self._deliver(request, request.method == "PATCH" and request.url.path.endswith("/state"))
         if response.status_code < 400:
             self._observe(request)
         return response
 
-    def _deliver_state(self, request: httpx.Request) -> httpx.Response:
+    def _deliver(self, request: httpx.Request, is_state: bool) -> httpx.Response:
         delay = 0.5
         while True:
             answer: httpx.Response | Exception
@@ -92,16 +91,19 @@ class RecordingTransport(httpx.BaseTransport):
             except Exception as err:
                 answer = err
             if isinstance(answer, httpx.Response) and answer.status_code < 500:
-                self.outcome.undelivered_state = None
+                if is_state:
+                    self.outcome.undelivered_state = None
                 return answer
             if self._state_deadline is None:
                 self._state_deadline = time.monotonic() + self.state_retry_seconds
             if time.monotonic() + delay > self._state_deadline:
-                self.outcome.undelivered_state = json.loads(request.content)["state"]
+                if is_state:
+                    self.outcome.undelivered_state = json.loads(request.content)["state"]
                 if isinstance(answer, Exception):
                     raise answer
                 return answer
-            log.warning("Execution API did not record the task's state; retrying", failure=_describe(answer))
+            what = "the task's state" if is_state else f"{request.method} {request.url.path}"
+            log.warning(f"Execution API did not record {what}; retrying", failure=_describe(answer))
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -284,7 +286,12 @@ class StandaloneExecutionAPI:
 
 def _describe(failure: Exception | httpx.Response) -> str:
     if isinstance(failure, httpx.Response):
-        return f"HTTP {failure.status_code}: {failure.text[:200]}"
+        try:
+            failure.read()  # a streamed answer (the in-process API's) has no text until read
+            text = failure.text[:200]
+        except Exception as err:  # describing a failure must never fail the delivery that retries it
+            text = f"(unreadable: {type(err).__name__})"
+        return f"HTTP {failure.status_code}: {text}"
     return f"{type(failure).__name__}: {failure}"
 
 

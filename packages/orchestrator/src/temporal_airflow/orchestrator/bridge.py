@@ -114,7 +114,10 @@ class TemporalBridge:
             await client.start_workflow(
                 DEEP_WORKFLOW,
                 DeepDagExecutionInput(
-                    dag_id=run.dag_id, run_id=run.run_id, activity_task_queue=self.settings.activity_task_queue
+                    dag_id=run.dag_id,
+                    run_id=run.run_id,
+                    activity_task_queue=self.settings.activity_task_queue,
+                    task_heartbeat_timeout_seconds=self.settings.task_heartbeat_timeout,
                 ),
                 id=run.workflow_id,
                 task_queue=self.settings.workflow_task_queue,

@@ -14,6 +14,8 @@ activity_task_queue    TEMPORAL_ACTIVITY_TASK_QUEUE       queue of the activity 
 managed_dags           TEMPORAL_MANAGED_DAGS              comma-separated dag_id globs, ``*`` = all
 managed_tag            TEMPORAL_MANAGED_TAG               DAGs with this tag are managed (``temporal``)
 reconcile_interval     TEMPORAL_RECONCILE_INTERVAL        seconds between reconciliations (5)
+task_heartbeat_timeout TEMPORAL_TASK_HEARTBEAT_TIMEOUT    seconds without a heartbeat before a task
+                                                          try resumes on another worker (60)
 =====================  =================================  =====================================
 """
 
@@ -40,6 +42,7 @@ _ENV = {
     "managed_dags": "TEMPORAL_MANAGED_DAGS",
     "managed_tag": "TEMPORAL_MANAGED_TAG",
     "reconcile_interval": "TEMPORAL_RECONCILE_INTERVAL",
+    "task_heartbeat_timeout": "TEMPORAL_TASK_HEARTBEAT_TIMEOUT",
     "ui_url": "TEMPORAL_UI_URL",
 }
 
@@ -69,6 +72,9 @@ class TemporalSettings:
     managed_tag: str = "temporal"
     reconcile_interval: float = 5.0
     ui_url: str = ""
+    #: A task try's worker is presumed dead after this long without a heartbeat; the try then resumes
+    #: on another worker (same Airflow try number).
+    task_heartbeat_timeout: float = 60.0
 
     @classmethod
     def load(cls) -> TemporalSettings:
@@ -86,6 +92,7 @@ class TemporalSettings:
             managed_tag=_setting("managed_tag", "temporal"),
             reconcile_interval=float(_setting("reconcile_interval", "5")),
             ui_url=_setting("ui_url").rstrip("/"),
+            task_heartbeat_timeout=float(_setting("task_heartbeat_timeout", "60")),
         )
 
     def manages(self, dag_id: str, tags: set[str]) -> bool:
