@@ -17,11 +17,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
 from conftest import TEST_DAGS, DagRunner, assert_healthy, events, states
-from temporal_airflow.models import RUN_DAG_CALLBACK_ACTIVITY
+from temporal_airflow.models import RUN_DAG_CALLBACK_ACTIVITY, AssetUpdate
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 DAGS = TEST_DAGS / "semantics.py"
+ASSET_PAIR = Path(__file__).parent / "conformance_dags" / "asset_pair.py"
 
 
 def _scheduled(history: WorkflowHistory) -> list:
@@ -87,3 +88,10 @@ async def test_dagrun_timeout_fails_the_run_and_stops_its_task(dag_runner: DagRu
     assert_healthy(history)
     assert events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED), "the running try is cancelled"
     assert marker.read_text().splitlines() == [f"timed_out {result.run_id} slow"]
+
+
+async def test_standalone_result_lists_the_assets_its_tasks_updated(dag_runner: DagRunner) -> None:
+    result = await dag_runner.run(ASSET_PAIR, dag_id="asset_producer")
+    assert result.state == "success"
+    uri = "file:///tmp/temporal-airflow-conformance/report.csv"
+    assert result.asset_updates == [AssetUpdate(uri=uri, name=uri, task_id="write_report")]

@@ -278,6 +278,16 @@ class RunSnapshot:
 
 
 @dataclass
+class AssetUpdate:
+    """An asset a succeeded task instance updated (one of its ``outlets``)."""
+
+    uri: str
+    name: str
+    task_id: str
+    map_index: int = -1
+
+
+@dataclass
 class DagExecutionResult:
     """Result of a workflow: the run's final state and every task's."""
 
@@ -287,6 +297,9 @@ class DagExecutionResult:
     tasks: list[TaskSummary] = field(default_factory=list)
     start_date: datetime | None = None
     end_date: datetime | None = None
+    #: Standalone mode: the assets the run's succeeded tasks updated (their declared ``outlets``). Deep
+    #: mode records them as Airflow's own asset events instead.
+    asset_updates: list[AssetUpdate] = field(default_factory=list)
 
 
 @dataclass

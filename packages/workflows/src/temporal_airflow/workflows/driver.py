@@ -218,6 +218,7 @@ class DagRunDriver:
             tasks=self.local.summaries(self._reported_xcoms(), self.errors),
             start_date=run.start_date,
             end_date=run.end_date,
+            asset_updates=[] if self.options.deep_integration else self.local.asset_updates(),
         )
 
     def _reported_xcoms(self) -> dict[TaskKey, list[XComEntry]]:

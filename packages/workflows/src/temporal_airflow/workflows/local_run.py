@@ -54,6 +54,7 @@ from temporalio.exceptions import ApplicationError
 
 from temporal_airflow.models import (
     INVALID_CONF_ERROR,
+    AssetUpdate,
     Deferral,
     Reschedule,
     RunContext,
@@ -486,6 +487,16 @@ class LocalDagRun:
             reschedule=self._waits.reschedule(ti) if ti.state == TaskInstanceState.UP_FOR_RESCHEDULE else None,
             deferral=self._waits.deferral(ti),
         )
+
+    def asset_updates(self) -> list[AssetUpdate]:
+        """The assets (declared ``outlets``, aliases aside) of every task instance that succeeded."""
+        return [
+            AssetUpdate(uri=outlet.uri, name=outlet.name, task_id=ti.task_id, map_index=ti.map_index)
+            for ti in self._sorted
+            if ti.state == TaskInstanceState.SUCCESS
+            for outlet in getattr(ti.task, "outlets", None) or []
+            if getattr(outlet, "uri", None)
+        ]
 
     def summaries(self, xcoms: dict[TaskKey, list[XComEntry]], errors: dict[TaskKey, str]) -> list[TaskSummary]:
         return [self.summary(key, xcoms.get(key), errors.get(key)) for key in sorted(self._tis_by_key)]
