@@ -63,6 +63,7 @@ TASK_INPUT = models.ActivityTaskInput(
     next_method="execute_complete",
     next_kwargs={"event": 1},
 )
+ASSET_UPDATE = models.AssetUpdate(uri="s3://b/k", name="k", task_id="t", map_index=1)
 SNAPSHOT = models.RunSnapshot(run=RUN, fileloc="/d.py", serialized_dag={"dag": {}}, tasks=[SUMMARY], generation=2)
 
 SAMPLES: dict[type, object] = {
@@ -102,8 +103,15 @@ SAMPLES: dict[type, object] = {
         deferral=DEFERRAL,
     ),
     models.TaskSummary: SUMMARY,
+    models.AssetUpdate: ASSET_UPDATE,
     models.DagExecutionResult: models.DagExecutionResult(
-        dag_id="d", run_id="r", state="success", tasks=[SUMMARY], start_date=NOW, end_date=NOW
+        dag_id="d",
+        run_id="r",
+        state="success",
+        tasks=[SUMMARY],
+        start_date=NOW,
+        end_date=NOW,
+        asset_updates=[ASSET_UPDATE],
     ),
     models.RunProgress: models.RunProgress(dag_id="d", run_id="r", state="running", tasks=[SUMMARY]),
     models.DeepDagExecutionInput: models.DeepDagExecutionInput(
