@@ -142,6 +142,7 @@ class ExecuteAirflowDagDeepWorkflow:
             conf=context.conf,
             run_type=context.run_type,
             run_after=context.run_after,
+            start_date=context.start_date,  # when Airflow started the run: dagrun_timeout counts from it
         )
         # A cleared run keeps what already ran: only tasks without a final state run again.
         local.restore(snapshot.tasks)
