@@ -46,6 +46,9 @@ def test_rest_triggered_run_shows_live_states_in_rest_and_ui(deployment: Deploym
     expect(page.get_by_text(wid).first).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Completed").first).to_be_visible()
     screenshot(page, "temporal-ui-workflow")
+    # The timeline names each activity by its task (the activity's summary), not `run_airflow_task`.
+    expect(page.get_by_text("transform (try 1)").first).to_be_visible(timeout=30_000)
+    screenshot(page, "temporal-ui-timeline")
     assert {t: ti["state"] for t, ti in api.task_instances("e2e_pipeline", run_id).items()} == {
         "extract": "success",
         "transform": "success",
@@ -113,7 +116,7 @@ def test_marking_a_run_failed_in_the_ui_cancels_its_workflow(deployment: Deploym
         lambda: api.task_instances("e2e_long", run_id)["wait_forever"]["state"] == "running", 180, "the task running"
     )
     page.goto(run_url(deployment.ui_url, "e2e_long", run_id))
-    expect(task_row(page, "wait_forever")).to_contain_text("Running")
+    expect(task_row(page, "wait_forever")).to_contain_text("Running", timeout=30_000)
     page.get_by_role("button", name="Mark Dag Run as...").click()
     page.get_by_role("menuitem", name="Failed").click()
     page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
