@@ -106,6 +106,7 @@ def _copy_schema(engine: Engine) -> None:
     with _SCHEMA_LOCK:
         source.backup(engine.raw_connection().driver_connection)
 
+
 #: While a workflow's turn runs: how many freshly expanded task instances Airflow may check at once.
 _EXPANSION_SLICE: ContextVar[int | None] = ContextVar("temporal_airflow_expansion_slice", default=None)
 _expand_mapped_task = TaskMap.expand_mapped_task.__func__  # type: ignore[attr-defined]
@@ -396,8 +397,7 @@ class LocalDagRun:
             done = {ti.task_id for ti in finished}
             candidates: list[TaskInstance] = []
             # Of those found ready earlier, a turn's worth are checked again: the highest priority first.
-            known_ready = sorted((ti for ti in schedulable if _key(ti) in self._known_ready), key=_priority_order)
-            recheck = {_key(ti) for ti in known_ready[: self._turn_capacity]}
+            recheck = {_key(ti) for ti in self._pick([ti for ti in schedulable if _key(ti) in self._known_ready])}
             fresh_mapped: dict[str, int] = {}
             for ti in schedulable:
                 if ti.task_id in self._expansions or self._big_expansion(ti, finished, session):
@@ -597,15 +597,18 @@ class LocalDagRun:
         return Turn(ready=ready, progressed=bool(no_run) or self._changed)
 
     def _admit(self, runnable: list[TaskInstance]) -> list[TaskInstance]:
-        """What Airflow's scheduler hands its executor: the highest ``priority_weight`` first (then map
-        index), at most the turn's capacity, and never more active tries of a task than its
-        ``max_active_tis_per_dagrun`` / ``max_active_tis_per_dag`` (both counted within this run).
-        Returned in the usual (task_id, map_index) order, so tries start in the same order as ever
-        whenever capacity is not short."""
+        """What Airflow's scheduler hands its executor (see :meth:`_pick`), in the usual (task_id,
+        map_index) order, so tries start in the same order as ever whenever capacity is not short."""
+        return sorted(self._pick(runnable), key=_key)
+
+    def _pick(self, tis: list[TaskInstance]) -> list[TaskInstance]:
+        """The highest ``priority_weight`` first (then map index), at most the turn's capacity, skipping
+        task instances whose task already has as many active tries as its ``max_active_tis_per_dagrun`` /
+        ``max_active_tis_per_dag`` (both counted within this run) allows."""
         active: dict[str, int] = {}
-        admitted: list[TaskInstance] = []
-        for ti in sorted(runnable, key=_priority_order):
-            if len(admitted) >= self._turn_capacity:
+        picked: list[TaskInstance] = []
+        for ti in sorted(tis, key=_priority_order):
+            if len(picked) >= self._turn_capacity:
                 break
             limit = _active_limit(ti.task)
             if limit is not None:
@@ -614,8 +617,8 @@ class LocalDagRun:
                 if active[ti.task_id] >= limit:
                     continue
                 active[ti.task_id] += 1
-            admitted.append(ti)
-        return sorted(admitted, key=_key)
+            picked.append(ti)
+        return picked
 
     def priority_key(self, key: TaskKey) -> int | None:
         """Temporal's priority key (1 = first, 5 = last) for the task's ``priority_weight``, relative to
