@@ -223,19 +223,19 @@ async def test_mapping_over_a_mapped_tasks_outputs(dag_runner: DagRunner) -> Non
 
 async def test_wide_fanout_expands_in_batches_and_survives_continue_as_new(workers: None) -> None:
     counter = _counter()
-    settings = {"limit.historyCount.suggestContinueAsNew": "600"}
+    settings = {"limit.historyCount.suggestContinueAsNew": "400"}
     async with own_stack(dynamic_config=settings) as stack:
         handle = await stack.runner.start(PROBE, dag_id="wide_fanout", conf={"counter": counter})
         result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=900)
         runs = await executions(stack.client, handle)
     assert result.state == "success"
-    assert len(runs) >= 2, "700 indexes make the run continue as new at least once"
+    assert len(runs) >= 2, "400 indexes make the run continue as new at least once"
     for history in runs:
         assert_healthy(history)
-    # Every index ran exactly once across executions; the reducer saw all 700 values.
-    assert _runs(counter) == {f"work_{i}": 1 for i in range(700)}
+    # Every index ran exactly once across executions; the reducer saw all 400 values.
+    assert _runs(counter) == {f"work_{i}": 1 for i in range(400)}
     total = next(t for t in result.tasks if t.task_id == "total")
-    assert json.loads(total.xcoms[0].value_json) == sum(range(700))
+    assert json.loads(total.xcoms[0].value_json) == sum(range(400))
     loading = [
         e
         for history in runs

@@ -146,7 +146,7 @@ def wide_fanout():
 
     @task
     def indexes() -> list[int]:
-        return list(range(700))
+        return list(range(400))
 
     @task
     def work(i: int, **context) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 #: Rows created or loaded per workflow activation (well under the 2 s deadline on a busy 2-core box).
-ROWS_PER_ACTIVATION = 500
+ROWS_PER_ACTIVATION = 250
 
 _TI = TaskInstance.__table__
 
@@ -43,6 +43,15 @@ def renumber(session: Session, ti_id: Any, map_index: int) -> None:
 def load(session: Session, ids: Sequence[Any]) -> list[TaskInstance]:
     """The ORM objects of the rows ``ids``."""
     return list(session.scalars(select(TaskInstance).where(TaskInstance.id.in_(list(ids)))).all())
+
+
+def unmapped_id(session: Session, dag_id: str, run_id: str, task_id: str) -> Any:
+    """The id of ``task_id``'s unmapped row (``map_index`` -1), if it has one."""
+    return session.scalar(
+        select(_TI.c.id).where(
+            _TI.c.dag_id == dag_id, _TI.c.run_id == run_id, _TI.c.task_id == task_id, _TI.c.map_index == -1
+        )
+    )
 
 
 def row_ids(session: Session, dag_id: str, run_id: str) -> set[Any]:

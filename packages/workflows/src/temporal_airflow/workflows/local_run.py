@@ -21,10 +21,11 @@ workflow is sorted so that the order of commands never depends on SQLite's row o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import pendulum
@@ -125,6 +126,29 @@ def _expand_in_slices(cls: type[TaskMap], task: Any, run_id: str, *, session: Se
 
 
 TaskMap.expand_mapped_task = classmethod(_expand_in_slices)  # type: ignore[assignment,method-assign]
+
+#: While a workflow creates its DagRun: where Airflow's task-instance rows go instead of the DB.
+_DEFERRED_ROWS: ContextVar[list[tuple[Iterator[Any], bool]] | None] = ContextVar(
+    "temporal_airflow_deferred_rows", default=None
+)
+_create_task_instances = DagRun._create_task_instances
+
+
+def _create_task_instances_later(self: DagRun, dag_id: str, tasks: Any, *args: Any, **kwargs: Any) -> None:
+    """``DagRun._create_task_instances``, handing the (lazy) rows to :class:`LocalDagRun` when it asks.
+
+    ``verify_integrity`` builds one ``TaskInstance`` per task to make each row (~1 ms each): for a big DAG
+    that is seconds in the workflow's first activation. Inside a workflow the rows are written a batch per
+    activation instead, from the same generator; elsewhere, unchanged.
+    """
+    sink = _DEFERRED_ROWS.get()
+    if sink is None:
+        return _create_task_instances(self, dag_id, tasks, *args, **kwargs)
+    sink.append((iter(tasks), bool(kwargs.get("hook_is_noop", args[1] if len(args) > 1 else True))))
+    return None
+
+
+DagRun._create_task_instances = _create_task_instances_later  # type: ignore[method-assign]
 
 
 class InvalidTaskState(ValueError):
@@ -251,7 +275,46 @@ class LocalDagRun:
         data_interval = None
         if logical_date is not None:
             data_interval = self.dag.timetable.infer_manual_data_interval(run_after=pendulum.instance(logical_date))
-        self.dag_run: DagRun = self.dag.create_dagrun(
+        deferred: list[tuple[Iterator[Any], bool]] = []
+        token = _DEFERRED_ROWS.set(deferred)
+        try:
+            self.dag_run: DagRun = self._create_dagrun(
+                run_id, run_type, logical_date, data_interval, run_after, conf, start_date
+            )
+        finally:
+            _DEFERRED_ROWS.reset(token)
+        session.commit()
+        self._tis_by_key: dict[TaskKey, TaskInstance] = {}
+        self._sorted: list[TaskInstance] = []
+        self._known_ready: set[TaskKey] = set()
+        self._turn_capacity = 0
+        self._changed = False
+        self._expanded = False
+        self._waits = WaitRecords(session)
+        #: The ``DagCallbackRequest`` (as JSON) Airflow made when it settled the run's state, if any.
+        self.callback_request: str | None = None
+        #: Rows Airflow made for the new run, still to write; big expansions under way (task id -> rows
+        #: still to create); rows still to load; carried states waiting for their rows.
+        self._new_rows: tuple[Iterator[Any], bool] | None = deferred[0] if deferred else None
+        self._expansions: dict[str, _Expansion] = {}
+        self._to_load: list[Any] = []
+        self._precreated: set[str] = set()
+        self._pending: dict[TaskKey, TaskSummary] = {}
+        # Small runs are ready at once; big ones write and load their rows a batch per activation.
+        self.catch_up()
+        self._install_seams()
+
+    def _create_dagrun(
+        self,
+        run_id: str,
+        run_type: str,
+        logical_date: datetime | None,
+        data_interval: Any,
+        run_after: datetime,
+        conf: dict[str, Any],
+        start_date: datetime | None,
+    ) -> DagRun:
+        return self.dag.create_dagrun(
             run_id=run_id,
             logical_date=logical_date,
             data_interval=data_interval,
@@ -263,49 +326,34 @@ class LocalDagRun:
             else DagRunTriggeredByType.REST_API,
             state=DagRunState.RUNNING,
             start_date=start_date or run_after,
-            session=session,
+            session=self._session,
         )
-        session.commit()
-        self._tis_by_key: dict[TaskKey, TaskInstance] = {}
-        self._sorted: list[TaskInstance] = []
-        self._known_ready: set[TaskKey] = set()
-        self._turn_capacity = 0
-        self._changed = False
-        self._expanded = False
-        self._waits = WaitRecords(session)
-        #: The ``DagCallbackRequest`` (as JSON) Airflow made when it settled the run's state, if any.
-        self.callback_request: str | None = None
-        #: Big expansions under way (task id -> rows still to create) and rows still to load.
-        self._expansions: dict[str, _Expansion] = {}
-        self._to_load: list[Any] = []
-        self._precreated: set[str] = set()
-        self._pending: dict[TaskKey, TaskSummary] = {}
-        self._reload()
-        self._install_seams()
 
     # -- the in-memory view Airflow's scheduling code runs on ----------------------------------------
-
-    def _reload(self) -> None:
-        """Read every task instance once (after creation, restore or an expansion that added rows)."""
-        self._session.expire_all()
-        tis = self._session.scalars(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == self.dag_run.dag_id, TaskInstance.run_id == self.dag_run.run_id
-            )
-        ).all()
-        self._sorted = sorted(tis, key=lambda ti: (ti.task_id, ti.map_index))
-        self._tis_by_key = {_key(ti): ti for ti in self._sorted}
-        for ti in self._sorted:
-            ti.task = self.dag.get_task(ti.task_id)
 
     @property
     def catching_up(self) -> bool:
         """Rows still to create or load: call :meth:`catch_up` (one activation each) before scheduling."""
-        return bool(self._expansions or self._to_load)
+        return bool(self._new_rows or self._expansions or self._to_load)
 
     def catch_up(self) -> None:
         """Create or load one activation's worth of rows (see :mod:`bulk_rows`)."""
         budget = bulk_rows.ROWS_PER_ACTIVATION
+        if self._new_rows is not None:
+            rows, plain = self._new_rows
+            batch = list(islice(rows, budget // 2))
+            if len(batch) < budget // 2:
+                self._new_rows = None
+            if batch:
+                if plain:
+                    self._session.bulk_insert_mappings(TaskInstance.__mapper__, batch)
+                else:
+                    self._session.bulk_save_objects(batch)
+                self._session.flush()
+                known = {ti.id for ti in self._sorted} | set(self._to_load)
+                ids = bulk_rows.row_ids(self._session, self.dag_run.dag_id, self.dag_run.run_id)
+                self._to_load.extend(sorted(ids - known))
+            budget -= len(batch)
         for task_id, expansion in sorted(self._expansions.items()):
             indexes = range(expansion.next_index, min(expansion.next_index + budget, expansion.total))
             self._to_load.extend(bulk_rows.clone_indexes(self._session, expansion.template_id, indexes))
@@ -524,15 +572,15 @@ class LocalDagRun:
         for summary in tasks:
             highest[summary.task_id] = max(highest.get(summary.task_id, -1), summary.map_index)
         for task_id, top in sorted(highest.items()):
-            unmapped = self._tis_by_key.get(TaskKey(task_id, -1))
-            if top < 0 or unmapped is None:
+            unmapped_id = bulk_rows.unmapped_id(session, run.dag_id, run.run_id, task_id)
+            if top < 0 or unmapped_id is None:
                 continue
             # The expansion the earlier execution made: the unmapped row becomes index 0, copies the rest.
-            self._to_load.extend(bulk_rows.clone_indexes(session, unmapped.id, range(1, top + 1)))
-            session.expunge(unmapped)
-            del self._tis_by_key[TaskKey(task_id, -1)]
-            bulk_rows.renumber(session, unmapped.id, 0)
-            self._to_load.insert(0, unmapped.id)
+            self._to_load.extend(bulk_rows.clone_indexes(session, unmapped_id, range(1, top + 1)))
+            if (loaded := self._tis_by_key.pop(TaskKey(task_id, -1), None)) is not None:
+                session.expunge(loaded)
+                self._to_load.append(unmapped_id)
+            bulk_rows.renumber(session, unmapped_id, 0)
         session.commit()
         for key, ti in list(self._tis_by_key.items()):
             if (summary := self._pending.pop(key, None)) is not None:  # type: ignore[arg-type]
