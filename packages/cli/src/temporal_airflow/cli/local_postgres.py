@@ -85,7 +85,7 @@ class LocalPostgres:
                 "-D", str(pgdata),
                 "-h", "127.0.0.1",
                 "-p", str(self.port),
-                "-k", str(pgdata),
+                "-k", "",  # TCP only: a Unix socket path under a deep work dir can pass 107 bytes
                 "-c", "fsync=off",
                 "-c", "max_connections=200",
             ],

@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Awaitable
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any
 
 from temporal_airflow.models import DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput, RunProgress
@@ -41,6 +42,10 @@ _FINAL = ("success", "failed")
 #: Without external payload storage a conf travels inline in several payloads; Temporal warns about
 #: payloads from 512 KiB and refuses them from 2 MiB.
 MAX_INLINE_CONF_BYTES = 512 * 1024
+
+
+#: Workflow-task timeout of the deep workflows the plugin starts (Temporal's default is 10 s).
+_WORKFLOW_TASK_TIMEOUT = timedelta(minutes=1)
 
 
 class TemporalBridge:
@@ -124,6 +129,9 @@ class TemporalBridge:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 memo={"dag_id": run.dag_id, "run_id": run.run_id, "clear_number": run.clear_number},
+                # A busy workflow worker may take more than the default 10 s to answer one workflow task
+                # (its turns take milliseconds, but it shares a few cores with many runs): do not time out.
+                task_timeout=_WORKFLOW_TASK_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             await self._reflect_end(run)
