@@ -13,21 +13,13 @@ import traceback
 from datetime import datetime
 
 from airflow.dag_processing.dagbag import DagBag
-from airflow.utils.session import create_session
+from airflow_reference import task_states
 
 
 def run_one(dag_file: str, dag_id: str, logical_date: datetime) -> dict[str, object]:
     dag = DagBag(dag_folder=dag_file).dags[dag_id]
     run = dag.test(logical_date=logical_date)
-    with create_session() as session:
-        tis = run.get_task_instances(session=session)
-        tasks = {
-            (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): (
-                None if ti.state is None else str(ti.state)
-            )
-            for ti in tis
-        }
-    return {"dag_id": dag_id, "state": str(run.state), "tasks": tasks}
+    return {"dag_id": dag_id, "state": str(run.state), "tasks": task_states(run)}
 
 
 def main() -> None:
