@@ -8,10 +8,12 @@ encryption). Our own ``temporal-airflow worker workflows`` is built the same way
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkerConfig
 
 from temporal_airflow.models.converter import StorageSettings, data_converter
 from temporal_airflow.workflows import clock
@@ -19,6 +21,16 @@ from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
 from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
 
 WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow, ExecuteAirflowDagDeepWorkflow]
+
+
+def max_concurrent_workflow_tasks() -> int:
+    """``TEMPORAL_AIRFLOW_MAX_CONCURRENT_WORKFLOW_TASKS``, default: number of CPUs (at least 2).
+
+    A workflow task runs Airflow's scheduling code under the GIL: taking more at once than there are
+    cores only makes each one slower (the SDK's default is 100), until the slowest overruns its
+    workflow-task timeout or the deadlock detector. Tasks not taken yet wait safely on the server.
+    """
+    return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_WORKFLOW_TASKS") or max(2, os.cpu_count() or 2))
 
 
 @asynccontextmanager
@@ -38,3 +50,9 @@ class AirflowWorkflowsPlugin(SimplePlugin):
             workflows=WORKFLOWS,
             run_context=airflow_clock,
         )
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        config = super().configure_worker(config)
+        if config.get("max_concurrent_workflow_tasks") is None and config.get("tuner") is None:
+            config["max_concurrent_workflow_tasks"] = max_concurrent_workflow_tasks()
+        return config
