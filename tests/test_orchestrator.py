@@ -3,7 +3,8 @@
 Runs of DAGs tagged `temporal` go to Temporal (REST API triggers and the timetable alike), exactly
 once; other DAGs keep Airflow's LocalExecutor, even with many managed runs in flight; a run keeps the
 executor decided when it started when its DAG is re-tagged; marking a run failed cancels its workflow;
-a workflow ended from Temporal fails its run; clearing a task re-executes it through Temporal.
+a workflow ended from Temporal fails its run; clearing a task re-executes it through Temporal; marking a
+task instance success/failed reaches the running workflow, which goes on from the user's state.
 
 The scheduler examines at most 2 running runs per loop here (`max_dagruns_per_loop_to_schedule`), so a
 few managed runs would be enough to starve Airflow-run DAGs if they took those slots.
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from conftest import ROOT
+from conftest import ROOT, assert_healthy, record_history
 from temporal_airflow.cli.airflow_rest import AirflowRest
 from temporal_airflow.cli.local_stack import LocalStack
 from temporal_airflow.models.converter import data_converter
@@ -72,6 +73,9 @@ async def _eventually(predicate: Any, timeout: float, what: str) -> Any:
             return value
         await asyncio.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+_FINAL = ("success", "failed")
 
 
 def _state(api: AirflowRest, dag_id: str, run_id: str) -> str:
@@ -180,6 +184,51 @@ async def test_clearing_a_task_reruns_it_through_temporal(api: AirflowRest, temp
     assert (tis["first"]["try_number"], tis["second"]["try_number"]) == (1, 1)  # not re-run
     for clear_number in (0, 1):  # the original execution, and the one the clear started
         assert len(await _executions(temporal, workflow_id("managed_chain", run_id, clear_number))) == 1
+
+
+def _patch_task_state(api: AirflowRest, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+    path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+    api.request("PATCH", path, {"new_state": state})
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_marking_tasks_in_airflow_reaches_the_running_workflow(
+    api: AirflowRest, temporal: Client, tmp_path: Path
+) -> None:
+    """Mark a running task success: it is stopped and its downstream runs at once. Mark a task that has
+    not started failed: it never runs and its downstream is upstream_failed, as under Airflow."""
+    counters = {name: tmp_path / f"{name}.txt" for name in ("ran_on", "held")}
+    ran_on = api.trigger("managed_marks", {"seconds": 600, "counter": str(counters["ran_on"])})
+    held = api.trigger("managed_marks", {"seconds": 20, "counter": str(counters["held"])})
+    for run_id in (ran_on, held):
+        await _eventually(
+            lambda run_id=run_id: api.task_instances("managed_marks", run_id)["slow"]["state"] == "running",
+            180,
+            "`slow` running",
+        )
+    started = time.monotonic()
+    _patch_task_state(api, "managed_marks", ran_on, "slow", "success")
+    _patch_task_state(api, "managed_marks", held, "after", "failed")
+    ends = {ran_on: "success", held: "failed"}
+    for run_id, state in ends.items():
+        await _eventually(lambda run_id=run_id: _state(api, "managed_marks", run_id) in _FINAL, 180, "the run to end")
+        assert _state(api, "managed_marks", run_id) == state
+    assert time.monotonic() - started < 300, "the marked `slow` kept running"
+    tis = {run_id: api.task_instances("managed_marks", run_id) for run_id in ends}
+    assert {t: ti["state"] for t, ti in tis[ran_on].items()} == dict.fromkeys(("slow", "after", "last"), "success")
+    assert {t: ti["state"] for t, ti in tis[held].items()} == {
+        "slow": "success",
+        "after": "failed",
+        "last": "upstream_failed",
+    }
+    assert counters["ran_on"].read_text().splitlines() == ["slow started", "after", "last"]
+    assert counters["held"].read_text().splitlines() == ["slow started", "slow finished"]
+    for run_id, name in ((ran_on, "deep_marked_running_task"), (held, "deep_marked_waiting_task")):
+        handle = temporal.get_workflow_handle(workflow_id("managed_marks", run_id))
+        await handle.result()
+        history = await handle.fetch_history()
+        assert_healthy(history)
+        record_history(name, history)
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -17,6 +17,10 @@ from temporalio import activity
 
 from temporal_airflow.models import TASK_PROCESS_DIED_ERROR
 
+#: How often a running try tells Temporal it is alive, and so how soon it learns it was cancelled (a run
+#: cancelled, a task marked in Airflow): Temporal delivers a cancellation only in a heartbeat's reply.
+HEARTBEAT_EVERY = timedelta(seconds=1)
+
 
 class ChildFailed(Exception):
     """The child reported an error (``kind`` says which) or died without answering."""
@@ -72,7 +76,7 @@ class TaskHost:
                 if not future.done():
                     future.set_exception(ChildFailed("ChildProcessError", "task host exited"))
 
-    async def run(self, kind: str, payload: Any, log_path: str | None) -> Any:
+    async def run(self, kind: str, payload: Any, log_path: str | None, dag: tuple[str, str] | None = None) -> Any:
         process = await self.ensure_started()
         request_id = uuid.uuid4().hex
         payload_path = os.path.join(self.workdir, f"{request_id}.in")
@@ -83,12 +87,14 @@ class TaskHost:
         started: asyncio.Future[int] = loop.create_future()
         exited: asyncio.Future[int] = loop.create_future()
         self._waiters[request_id] = (started, exited)
+        log_path = log_path or os.path.join(self.workdir, f"{request_id}.log")
         request = {
             "id": request_id,
             "kind": kind,
             "payload_path": payload_path,
             "result_path": result_path,
-            "log_path": log_path or os.path.join(self.workdir, f"{request_id}.log"),
+            "log_path": log_path,
+            "dag": dag,
         }
         assert process.stdin is not None
         process.stdin.write((json.dumps(request) + "\n").encode())
@@ -102,7 +108,7 @@ class TaskHost:
                 await _terminate(pid, exited)
                 raise
             if not os.path.exists(result_path):
-                raise ChildFailed(TASK_PROCESS_DIED_ERROR, _death_message(code, request["log_path"]))
+                raise ChildFailed(TASK_PROCESS_DIED_ERROR, _death_message(code, log_path))
             with open(result_path, "rb") as fh:
                 ok, value = pickle.load(fh)
         finally:
@@ -158,7 +164,8 @@ def _heartbeat_interval() -> float | None:
     timeout: timedelta | None = activity.info().heartbeat_timeout
     if not timeout:
         return None
-    return max(timeout.total_seconds() / 4, 0.2)
+    # As often as the worker sends them (see ``HEARTBEAT_EVERY``), well within the timeout.
+    return max(min(timeout.total_seconds() / 4, HEARTBEAT_EVERY.total_seconds()), 0.2)
 
 
 _hosts: dict[int, TaskHost] = {}
@@ -178,6 +185,9 @@ async def warm_up() -> None:
     await task_host().ensure_started()
 
 
-async def run_in_child(kind: str, payload: Any, log_path: str | None = None) -> Any:
-    """Run ``kind`` (``"task"`` or ``"dag"``) on ``payload`` in a fresh child; return its value."""
-    return await task_host().run(kind, payload, log_path)
+async def run_in_child(kind: str, payload: Any, log_path: str | None = None, dag: tuple[str, str] | None = None) -> Any:
+    """Run ``kind`` (``"task"``, ``"trigger"`` or ``"dag"``) on ``payload`` in a fresh child; return its value.
+
+    ``dag`` (DAG file, DAG id) names the DAG the child works on: it is forked already parsed.
+    """
+    return await task_host().run(kind, payload, log_path, dag)

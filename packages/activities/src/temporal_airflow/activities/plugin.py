@@ -17,6 +17,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
 from temporal_airflow.activities.callback_activities import CALLBACK_ACTIVITIES
+from temporal_airflow.activities.child import HEARTBEAT_EVERY
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
@@ -45,4 +46,8 @@ class AirflowActivitiesPlugin(SimplePlugin):
         if config.get("activity_executor") is None:
             limit = config.get("max_concurrent_activities") or max_concurrent_tasks()
             config["activity_executor"] = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="airflow-sync")
+        # The SDK batches heartbeats up to 80% of the heartbeat timeout (48 s for 60 s): cancellations would
+        # wait that long. One small RPC per running try per second keeps them within a second or two.
+        config["max_heartbeat_throttle_interval"] = HEARTBEAT_EVERY
+        config["default_heartbeat_throttle_interval"] = HEARTBEAT_EVERY
         return config

@@ -27,6 +27,8 @@ SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
 SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
 RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
+#: Signal both workflows take: a user marked a task instance in Airflow's UI or REST API.
+MARK_TASK_SIGNAL = "mark_task"
 
 #: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
@@ -300,6 +302,16 @@ class DagExecutionResult:
     #: Standalone mode: the assets the run's succeeded tasks updated (their declared ``outlets``). Deep
     #: mode records them as Airflow's own asset events instead.
     asset_updates: list[AssetUpdate] = field(default_factory=list)
+
+
+@dataclass
+class TaskMark:
+    """A state a user gave one task instance (Airflow's "mark success/failed/skipped"): the run goes on
+    from it as Airflow's scheduler would, and a try of it still running is stopped."""
+
+    task_id: str
+    state: str
+    map_index: int = -1
 
 
 @dataclass

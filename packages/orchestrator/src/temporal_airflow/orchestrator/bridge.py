@@ -13,7 +13,9 @@ A background thread owns an event loop and a Temporal client. Work arrives two w
     (completed, failed, terminated, timed out, cancelled from Temporal; a continued-as-new chain is
     followed by the id), the DagRun is ended: ``failed`` (or the completed workflow's own state), and none
     of its tasks is left ``running``/``queued``/``scheduled``;
-  - a running workflow whose DagRun was marked success/failed, deleted or cleared in Airflow is cancelled.
+  - a running workflow whose DagRun was marked success/failed, deleted or cleared in Airflow is cancelled;
+  - task instances a user marked success/failed/skipped (queued by the listener, :mod:`.marks`) are
+    signalled to their run's workflow, which goes on from there.
 
 Exactly once: the workflow id (:func:`workflow_id`) names the run and its clear number, and a start
 rejects an id that already has an execution (closed) or joins the running one.
@@ -29,9 +31,16 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
-from temporal_airflow.models import DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput, RunProgress
+from temporal_airflow.models import (
+    DEEP_WORKFLOW,
+    MARK_TASK_SIGNAL,
+    DagExecutionResult,
+    DeepDagExecutionInput,
+    RunProgress,
+    TaskMark,
+)
 from temporal_airflow.models.converter import StorageSettings, data_converter
-from temporal_airflow.orchestrator import airflow_db
+from temporal_airflow.orchestrator import airflow_db, marks
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.ids import RunRef, workflow_id
 
@@ -179,7 +188,22 @@ class TemporalBridge:
         for wid, named in running.items():
             if named is not None and named not in runs:
                 await self._isolated(named, self._cancel_if_abandoned(wid, named))
+        await self._deliver_marks()
         await asyncio.to_thread(airflow_db.forget_deleted)
+
+    async def _deliver_marks(self) -> None:
+        """Signal the queued task marks to their runs' workflows; drop those of runs no longer running."""
+        done: list[int] = []
+        for mark in await asyncio.to_thread(marks.queued_marks):
+            if mark.run is not None:
+                handle = (await self._get_client()).get_workflow_handle(mark.run.workflow_id)
+                try:
+                    await handle.signal(MARK_TASK_SIGNAL, TaskMark(mark.task_id, mark.state, mark.map_index))
+                except Exception:
+                    log.exception("Temporal bridge: mark of %s not delivered yet", mark.run.workflow_id)
+                    continue
+            done.append(mark.id)
+        await asyncio.to_thread(marks.forget_marks, done)
 
     async def _running_workflows(self) -> dict[str, RunRef | None]:
         """Running deep workflows of this queue by id, with the run their memo names (one visibility query)."""

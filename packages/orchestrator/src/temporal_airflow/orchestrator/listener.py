@@ -1,5 +1,5 @@
 """Airflow listener: installs the scheduler seam, records each run's decision when it starts running and
-hands the managed ones to Temporal."""
+hands the managed ones to Temporal; queues the task marks users make in the UI or REST API."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from temporal_airflow.orchestrator.bridge import TemporalBridge
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.ids import RunRef
 from temporal_airflow.orchestrator.managed import ManagedRuns, create_table
+from temporal_airflow.orchestrator.marks import MARKS, record_mark
 
 log = logging.getLogger(__name__)
 _bridge: TemporalBridge | None = None
@@ -42,6 +43,7 @@ def _start_bridge(settings: TemporalSettings) -> None:
     global _bridge
     if _bridge is None:
         create_table()
+        create_table(MARKS)
         _bridge = TemporalBridge(settings)
         _bridge.start()
 
@@ -66,3 +68,31 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
         return  # not in a scheduler, or not Temporal's (a detached run is decided when first examined)
     bridge, run = _bridge, RunRef(dag_run.dag_id, dag_run.run_id, int(dag_run.clear_number or 0))
     event.listen(session, "after_commit", lambda _session: bridge.hand_over(run), once=True)
+
+
+def _queue_user_mark(previous_state: Any, task_instance: Any, state: str) -> None:
+    """Airflow's API calls these hooks with ``previous_state=None`` and the ORM row when a user marks a
+    task instance; the task runner and the scheduler call them with a previous state or a runtime TI."""
+    from airflow.models.taskinstance import TaskInstance
+
+    if previous_state is not None or not isinstance(task_instance, TaskInstance):
+        return
+    try:
+        record_mark(task_instance, state)
+    except Exception:
+        log.exception("Could not queue the mark of %s for Temporal", task_instance)
+
+
+@hookimpl
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    _queue_user_mark(previous_state, task_instance, "success")
+
+
+@hookimpl
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+    _queue_user_mark(previous_state, task_instance, "failed")
+
+
+@hookimpl
+def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+    _queue_user_mark(previous_state, task_instance, "skipped")

@@ -42,16 +42,16 @@ RUNS = Table(
 )
 
 
-def create_table() -> None:
-    """Create the decision table if missing (two schedulers starting at once may both try)."""
+def create_table(table: Table = RUNS) -> None:
+    """Create one of the plugin's tables if missing (two schedulers starting at once may both try)."""
     from airflow.utils.session import create_session
 
     try:
         with create_session() as session:
-            RUNS.create(session.connection(), checkfirst=True)
+            table.create(session.connection(), checkfirst=True)
     except DBAPIError:
         with create_session() as session:
-            if not inspect_db(session.connection()).has_table(RUNS.name):
+            if not inspect_db(session.connection()).has_table(table.name):
                 raise
 
 

@@ -32,6 +32,7 @@ from temporal_airflow.models import (
     ENSURE_TASK_INSTANCES_ACTIVITY,
     INVALID_CONF_ERROR,
     LOAD_SERIALIZED_DAG_ACTIVITY,
+    MARK_TASK_SIGNAL,
     SYNC_DAGRUN_STATUS_ACTIVITY,
     SYNC_TASK_STATUS_ACTIVITY,
     CreateDagRunInput,
@@ -44,6 +45,7 @@ from temporal_airflow.models import (
     LoadSerializedDagResult,
     RunProgress,
     TaskInstancesSnapshot,
+    TaskMark,
     TaskStatusSync,
     TaskStatusSyncBatch,
 )
@@ -70,6 +72,7 @@ class ExecuteAirflowDagDeepWorkflow:
 
     def __init__(self) -> None:
         self._driver: DagRunDriver | None = None
+        self._marks: list[TaskMark] = []
         self._queue = ""
         self._dag_id = ""
         self._run_id = ""
@@ -98,6 +101,7 @@ class ExecuteAirflowDagDeepWorkflow:
             ),
             after_turn=self._mirror,
             generation=resume.generation if resume else 0,
+            marks=self._marks,
         )
         syncer = asyncio.create_task(self._sync_loop())
         try:
@@ -154,6 +158,11 @@ class ExecuteAirflowDagDeepWorkflow:
     async def _flush_mirror(self) -> None:
         self._mirror()
         await workflow.wait_condition(lambda: not self._pending and not self._syncing)
+
+    @workflow.signal(name=MARK_TASK_SIGNAL)
+    def mark_task(self, mark: TaskMark) -> None:
+        """A user marked a task instance in Airflow's UI or REST API; the run goes on from that state."""
+        self._marks.append(mark)
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:

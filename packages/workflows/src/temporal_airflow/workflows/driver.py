@@ -42,6 +42,7 @@ from temporal_airflow.models import (
     RunProgress,
     RunSnapshot,
     TaskExecutionResult,
+    TaskMark,
     XComEntry,
 )
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
@@ -126,7 +127,10 @@ class DagRunDriver:
         options: DriverOptions,
         after_turn: TurnHook | None = None,
         generation: int = 0,
+        marks: list[TaskMark] | None = None,
     ) -> None:
+        """``marks``: the workflow's list of user marks (its ``mark_task`` signal appends to it, also
+        before the driver exists); each is applied at the next turn."""
         self.local = local
         self.options = options
         self.after_turn = after_turn
@@ -135,6 +139,9 @@ class DagRunDriver:
         self.errors: dict[TaskKey, str] = {}
         self._running: dict[TaskKey, asyncio.Task[None]] = {}
         self._finished: list[tuple[TaskKey, TaskExecutionResult | None, str | None]] = []
+        self._marks = marks if marks is not None else []
+        #: Running tries whose task instance a user marked: their outcome, whatever it is, is ignored.
+        self._overruled: set[TaskKey] = set()
         self._waits = DeferralWaits(options.activity_task_queue, options.heartbeat_timeout)
 
     def carry(self, snapshot: RunSnapshot) -> None:
@@ -166,6 +173,7 @@ class DagRunDriver:
                     self.local.catch_up()
                     await workflow.sleep(_CATCH_UP_PAUSE, summary="loading task instances")
                     continue
+                self._apply_marks()
                 if self.local.timed_out(workflow.now()):
                     await self._time_out()
                     return self.local.state
@@ -238,7 +246,7 @@ class DagRunDriver:
         retry_at, poke_at = self.local.next_retry_at(), self.local.next_poke_at()
         timeout_at = self.local.timeout_at
         wake_at = min((t for t in (retry_at, poke_at, timeout_at) if t is not None), default=None)
-        if not self._running and wake_at is None and not self._finished and not self._waits.active:
+        if not (self._running or wake_at or self._finished or self._waits.active or self._marks):
             # Nothing runs, nothing waits, nothing changed, yet Airflow keeps the run open: look again
             # shortly rather than spin (Airflow itself fails runs that are truly deadlocked).
             workflow.logger.warning("Run %s: nothing to run or wait for; rechecking", self.local.dag_run.run_id)
@@ -249,10 +257,31 @@ class DagRunDriver:
             timeout = max((wake_at - workflow.now()).total_seconds(), 0.0) + 0.001
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: bool(self._finished or self._waits.woken),
+                lambda: bool(self._finished or self._waits.woken or self._marks),
                 timeout=timeout,
                 timeout_summary=_wake_reason(wake_at, retry_at, timeout_at),
             )
+
+    def _apply_marks(self) -> None:
+        """Give marked task instances their state; stop a try or trigger of theirs still running."""
+        marks = list(self._marks)
+        self._marks.clear()
+        for mark in marks:
+            key = TaskKey(mark.task_id, mark.map_index)
+            try:
+                known = self.local.set_state(key, mark.state, workflow.now())
+            except InvalidTaskState as err:
+                workflow.logger.warning("Mark of %s ignored: %s", key.label, err)
+                continue
+            if not known:
+                workflow.logger.warning("Mark of %s ignored: the run has no such task instance", key.label)
+                continue
+            workflow.logger.info("Task %s marked %s by a user", key.label, mark.state)
+            self._waits.stop(key)
+            self.errors.pop(key, None)
+            if (running := self._running.get(key)) is not None:
+                self._overruled.add(key)
+                running.cancel()
 
     def _resume_woken(self) -> None:
         """Deferred tasks whose wait ended: resume them (or record how their trigger ended them)."""
@@ -344,11 +373,18 @@ class DagRunDriver:
         except ActivityError as err:
             cause = err.cause or err
             self._finished.append((key, None, f"{type(cause).__name__}: {cause}"))
+        except asyncio.CancelledError:
+            if key not in self._overruled:
+                raise
+            self._finished.append((key, None, "marked by a user"))
 
     def _apply_finished(self) -> None:
         finished, self._finished = self._finished, []
         for key, result, failure in finished:
             self._running.pop(key, None)
+            if key in self._overruled:
+                self._overruled.discard(key)
+                continue  # the user's mark stands
             if result is not None:
                 try:
                     self.local.record_result(result)

@@ -89,6 +89,9 @@ _STARTED = frozenset(
     }
 )
 
+#: States a user may give a task instance from Airflow's UI or REST API.
+_MARKABLE = frozenset({TaskInstanceState.SUCCESS, TaskInstanceState.FAILED, TaskInstanceState.SKIPPED})
+
 #: States of a try that counts against its task's ``max_active_tis_per_dag(run)``, as Airflow counts them.
 _ACTIVE = frozenset({TaskInstanceState.QUEUED, TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED})
 
@@ -739,6 +742,22 @@ class LocalDagRun:
         ti.state = TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
         self._session.commit()
         return str(ti.state)
+
+    def set_state(self, key: TaskKey, state: str, when: datetime) -> bool:
+        """A user's mark from Airflow's UI or REST API (``success``, ``failed`` or ``skipped``), as
+        Airflow's ``set_task_instance_state`` leaves the row. False if the run has no such task instance."""
+        ti = self._tis_by_key.get(key)
+        marked = task_state(state)
+        if marked not in _MARKABLE:
+            raise InvalidTaskState(f"a task instance can be marked {sorted(_MARKABLE)}, not {state!r}")
+        if ti is None:
+            return False
+        ti.state = marked
+        ti.start_date = ti.start_date or when
+        ti.end_date = when
+        self._known_ready.discard(key)
+        self._session.commit()
+        return True
 
     def _skip(self, task_ids: Iterable[str]) -> None:
         wanted = set(task_ids)

@@ -18,12 +18,14 @@ from temporal_airflow.models import (
     DAG_NOT_FOUND_ERROR,
     DEFAULT_ACTIVITY_TASK_QUEUE,
     LOAD_DAG_FILE_ACTIVITY,
+    MARK_TASK_SIGNAL,
     STANDALONE_WORKFLOW,
     DagExecutionInput,
     DagExecutionResult,
     LoadDagFileInput,
     LoadDagFileResult,
     RunProgress,
+    TaskMark,
 )
 from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
 from temporal_airflow.workflows.errors import workflow_failure
@@ -36,6 +38,7 @@ class ExecuteAirflowDagWorkflow:
 
     def __init__(self) -> None:
         self._driver: DagRunDriver | None = None
+        self._marks: list[TaskMark] = []
         self._dag_id = ""
 
     @workflow.run
@@ -61,6 +64,7 @@ class ExecuteAirflowDagWorkflow:
                 variables=input.variables,
             ),
             generation=resume.generation if resume else 0,
+            marks=self._marks,
         )
         if resume is not None:
             self._driver.carry(resume)
@@ -87,6 +91,11 @@ class ExecuteAirflowDagWorkflow:
         except ActivityError as err:
             raise workflow_failure(err) from err
         return loaded
+
+    @workflow.signal(name=MARK_TASK_SIGNAL)
+    def mark_task(self, mark: TaskMark) -> None:
+        """A user marked a task instance in Airflow's UI or REST API; the run goes on from that state."""
+        self._marks.append(mark)
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:

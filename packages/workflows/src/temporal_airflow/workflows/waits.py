@@ -68,6 +68,11 @@ class DeferralWaits:
         woken, self.woken = self.woken, []
         return woken
 
+    def stop(self, key: TaskKey) -> None:
+        """Stop waiting for ``key``'s trigger (its task instance was marked by a user)."""
+        if (task := self._waiting.pop(key, None)) is not None:
+            task.cancel()
+
     def cancel(self) -> None:
         """Stop every wait (the run ends or continues as new; the snapshot keeps the deferrals)."""
         for task in self._waiting.values():
