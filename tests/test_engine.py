@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -198,14 +198,28 @@ async def test_long_run_continues_as_new_and_runs_every_task_once(workers: None)
 
 
 async def test_cancelled_run_stops_its_task_and_fails_the_rest(dag_runner: DagRunner) -> None:
-    handle = await dag_runner.start(TEST_DAGS / "crash_probe.py", conf={"marker": _counter(), "seconds": 60})
-    await asyncio.sleep(8)
+    marker = _counter()
+    handle = await dag_runner.start(TEST_DAGS / "crash_probe.py", conf={"marker": marker, "seconds": 60})
+    for _ in range(240):  # the task's body has started
+        if Path(marker).exists() and Path(marker).read_text().startswith("start"):
+            break
+        await asyncio.sleep(0.5)
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), timeout=120)
     history = await handle.fetch_history()
     assert_healthy(history)
     assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+    # The try learns of the cancellation at its next heartbeat (every second), not at the SDK's default
+    # throttle (80% of the heartbeat timeout), and its process is stopped at once.
+    requested = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED)[0]
+    stopped = next(
+        e
+        for e in history.events
+        if e.event_id > requested.event_id
+        and e.event_type in (EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
+    )
+    assert stopped.event_time.ToDatetime() - requested.event_time.ToDatetime() < timedelta(seconds=10)
     record_history("cancelled", history)
 
 
