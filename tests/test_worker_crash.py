@@ -1,4 +1,5 @@
-"""SIGKILL the activity worker in the middle of a task: a new worker picks the run up and finishes it."""
+"""The activity worker command as a process: SIGKILL it in the middle of a task and a new worker picks the
+run up and finishes it; by default it imports DAG files only from its DAG folder."""
 
 from __future__ import annotations
 
@@ -13,16 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
-from conftest import TEST_DAGS, DagRunner, Queues, assert_healthy, record_history
+from conftest import ROOT, TEST_DAGS, DagRunner, Queues, assert_healthy, record_history
+from temporal_airflow.activities.dag_paths import DAG_OUTSIDE_FOLDERS_ERROR
 from temporal_airflow.cli.dev_server import DevServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
 def _start_activity_worker(server: DevServer, queue: str, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, TEMPORAL_ADDRESS=server.address, TEMPORAL_ACTIVITY_TASK_QUEUE=queue)
+    env = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=server.address,
+        TEMPORAL_ACTIVITY_TASK_QUEUE=queue,
+        AIRFLOW__CORE__DAGS_FOLDER=str(TEST_DAGS),  # a worker only imports DAG files from its DAG folder
+    )
     cli = Path(sys.executable).parent / "temporal-airflow"
     return subprocess.Popen(
         [str(cli), "worker", "activities"],
@@ -84,3 +91,24 @@ async def test_run_survives_sigkill_of_activity_worker(
     history = await handle.fetch_history()
     assert_healthy(history)
     record_history("lost_worker", history)
+
+
+async def test_a_worker_refuses_dag_files_outside_its_dag_folder(
+    client: Client, temporal_server: DevServer, queues: Queues, workflow_worker: None
+) -> None:
+    """No setting needed: whoever can start a workflow must not make a worker import any file it can read."""
+    queue = f"{queues.activities}-folders"
+    runner = DagRunner(client, queues)
+    runner.queues = Queues()
+    runner.queues.workflows, runner.queues.activities = queues.workflows, queue
+    log = Path(tempfile.mktemp(prefix="folder-worker-", suffix=".log"))
+    worker = _start_activity_worker(temporal_server, queue, log)
+    try:
+        handle = await runner.start(ROOT / "examples" / "dags" / "etl.py")
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), timeout=180)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    assert DAG_OUTSIDE_FOLDERS_ERROR in str(failure.value.cause), failure.value.cause
+    assert_healthy(await handle.fetch_history())

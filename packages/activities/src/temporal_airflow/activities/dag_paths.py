@@ -9,8 +9,8 @@ resolved, lie inside its DAG folders.
     the allowed folders, ``os.pathsep``-separated; setting it turns the check on. Default: Airflow's
     ``[core] dags_folder``.
 ``TEMPORAL_AIRFLOW_CHECK_DAG_FOLDERS``
-    ``1`` turns the check on with the default folders (``temporal-airflow worker`` sets it unless
-    given), ``0`` turns it off. Unset: on exactly when ``TEMPORAL_AIRFLOW_DAG_FOLDERS`` is set, so
+    ``1`` turns the check on with the default folders (the worker commands set it unless given),
+    ``0`` turns it off. Unset: on exactly when ``TEMPORAL_AIRFLOW_DAG_FOLDERS`` is set, so
     ``temporal-airflow run path/to/dag.py`` with in-process workers runs DAG files from anywhere.
 """
 

@@ -8,6 +8,8 @@ come first.
 
 from __future__ import annotations
 
+import os
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -35,9 +37,14 @@ def create_activity_worker(client: Client, task_queue: str | None = None, max_co
 
 async def activity_workers(client: Client) -> list[Worker]:
     """The workers of ``temporal-airflow-activity-worker`` (and of ``temporal-airflow worker activities``),
-    after the task host has started, so that the first task does not wait for Airflow to import."""
-    from temporal_airflow.activities.child import warm_up
+    after the task host has started, so that the first task does not wait for Airflow to import.
 
+    A long-running worker imports only DAG files inside its DAG folders (:mod:`.dag_paths`) unless told
+    otherwise: whoever can start a workflow on its queue must not make it run any file it can read."""
+    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.dag_paths import CHECK_ENV
+
+    os.environ.setdefault(CHECK_ENV, "1")  # before the task host starts: its children check
     await warm_up()
     return [create_activity_worker(client)]
 
