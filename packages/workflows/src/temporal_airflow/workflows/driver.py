@@ -32,6 +32,8 @@ from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
+    ACQUIRE_POOL_SLOT_ACTIVITY,
+    POOL_UNAVAILABLE_ERROR,
     RUN_DAG_CALLBACK_ACTIVITY,
     RUN_TASK_ACTIVITY,
     TASK_PROCESS_DIED_ERROR,
@@ -66,6 +68,17 @@ _INFRA_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[TASK_PROCESS_DIED_ERROR, XCOM_TOO_LARGE_ERROR],
 )
+#: Deep mode: waiting for a slot of an Airflow pool is Temporal retrying the acquisition, with backoff on
+#: the server (no history event per attempt), for as long as it takes.
+_POOL_WAIT = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=0,
+    non_retryable_error_types=[POOL_UNAVAILABLE_ERROR],
+)
+#: Airflow's default pool: every task is in it unless it names another; its slots are not taken here.
+_DEFAULT_POOL = "default_pool"
 #: A try's input may carry at most this many bytes of XCom values inline (Temporal caps payloads at
 #: 2 MiB); above it the try fails with a clear error instead of wedging the workflow. With a payload
 #: store configured, values above a small size travel by reference and never count here.
@@ -349,13 +362,14 @@ class DagRunDriver:
     def _upstream_xcoms(self, task_id: str) -> list[XComEntry]:
         if self.options.deep_integration:
             return []  # tasks pull XComs from Airflow's DB
-        ancestors = set(self.local.ancestors(task_id))
-        return [entry for key, entries in sorted(self.xcoms.items()) if key.task_id in ancestors for entry in entries]
+        ancestors = self.local.ancestor_ids(task_id)
+        return [entry for key in sorted(k for k in self.xcoms if k.task_id in ancestors) for entry in self.xcoms[key]]
 
     async def _execute(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
         execution_timeout = self.local.task_attribute(key.task_id, "execution_timeout")
         start_to_close = execution_timeout + _TIMEOUT_GRACE if execution_timeout else _NO_TIMEOUT
         try:
+            await self._take_pool_slots(key, task_input)
             result = await workflow.execute_activity(
                 RUN_TASK_ACTIVITY,
                 task_input,
@@ -377,6 +391,22 @@ class DagRunDriver:
             if key not in self._overruled:
                 raise
             self._finished.append((key, None, "marked by a user"))
+
+    async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
+        """Deep mode: wait until the task's Airflow pool (other than ``default_pool``) has room for it."""
+        pool = self.local.task_attribute(key.task_id, "pool")
+        if not self.options.deep_integration or pool in (None, _DEFAULT_POOL):
+            return
+        await workflow.execute_activity(
+            ACQUIRE_POOL_SLOT_ACTIVITY,
+            task_input,
+            task_queue=self.options.activity_task_queue,
+            activity_id=f"{key.activity_id(task_input.try_number)}:pool",
+            summary=f"{key.label}: slot of pool {pool}",
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=_POOL_WAIT,
+            priority=Priority(priority_key=self.local.priority_key(key)),
+        )
 
     def _apply_finished(self) -> None:
         finished, self._finished = self._finished, []

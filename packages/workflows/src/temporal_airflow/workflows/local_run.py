@@ -245,6 +245,14 @@ class _Expansion:
     next_index: int = 1
 
 
+@dataclass(frozen=True)
+class _TurnView:
+    """The task instances one turn shows Airflow, and (by ``id``) those whose dependencies it checks."""
+
+    tis: list[TaskInstance]
+    candidates: frozenset[int]
+
+
 def _is_mapped(task: Any) -> bool:
     return task is not None and is_mapped(task)
 
@@ -290,6 +298,8 @@ class LocalDagRun:
         self._tis_by_key: dict[TaskKey, TaskInstance] = {}
         self._sorted: list[TaskInstance] = []
         self._known_ready: set[TaskKey] = set()
+        self._view: _TurnView | None = None
+        self._ancestors: dict[str, frozenset[str]] = {}
         self._turn_capacity = 0
         self._changed = False
         self._expanded = False
@@ -434,44 +444,92 @@ class LocalDagRun:
         def get_task_instances(state: Iterable[Any] | None = None, session: Any = None, **kwargs: Any) -> Any:
             if kwargs:
                 return original_get_tis(state=state, session=session or self._session, **kwargs)
-            # Tries in flight first: when nothing new is ready, Airflow's "is anything still runnable?"
-            # check stops at the first of them instead of walking the whole DAG.
             wanted = None if state is None else set(state)
-            in_flight: list[TaskInstance] = []
-            others: list[TaskInstance] = []
-            for ti in self._sorted:
-                if wanted is None or ti.state in wanted:
-                    (in_flight if ti.state in _IN_FLIGHT else others).append(ti)
-            return in_flight + others
+            tis = self._sorted if self._view is None else self._view.tis
+            return [ti for ti in tis if wanted is None or ti.state in wanted]
 
         def get_ready_tis(schedulable: list[TaskInstance], finished: list[TaskInstance], session: Session) -> Any:
-            done = {ti.task_id for ti in finished}
-            candidates: list[TaskInstance] = []
-            # Of those found ready earlier, a turn's worth are checked again: the highest priority first.
-            recheck = {_key(ti) for ti in self._pick([ti for ti in schedulable if _key(ti) in self._known_ready])}
-            fresh_mapped: dict[str, int] = {}
+            view = self._view
+            candidates = []
             for ti in schedulable:
                 if ti.task_id in self._expansions or self._big_expansion(ti, finished, session):
                     continue  # its rows are being created a batch per activation
-                if _key(ti) in self._known_ready:
-                    if _key(ti) in recheck:
-                        candidates.append(ti)
-                elif ti.state is not None:
+                if view is None or id(ti) in view.candidates:
                     candidates.append(ti)
-                elif self._may_be_ready(ti, done):
-                    if ti.map_index >= 0:
-                        # Thousands of indexes of one mapped task: check a turn's worth at a time.
-                        seen = fresh_mapped[ti.task_id] = fresh_mapped.get(ti.task_id, 0) + 1
-                        if seen > max(self._turn_capacity, 1):
-                            continue
-                    candidates.append(ti)
-            ready, changed, expanded = original_ready(candidates, finished, session)
+            # Dependency checks read the finished upstream task instances only: hand them just those.
+            upstream = set().union(*(self.ancestor_ids(task_id) for task_id in {ti.task_id for ti in candidates}))
+            relevant = [ti for ti in finished if ti.task_id in upstream]
+            ready, changed, expanded = original_ready(candidates, relevant, session)
             self._changed = self._changed or bool(changed) or bool(expanded)
             self._expanded = self._expanded or bool(expanded)
             return ready, changed, expanded
 
         run.get_task_instances = get_task_instances  # type: ignore[method-assign]
         run._get_ready_tis = get_ready_tis  # type: ignore[method-assign,assignment]
+
+    def _turn_view(self) -> _TurnView:
+        """What one turn shows Airflow: a view whose size is the run's frontier, not the whole DAG.
+
+        Every task instance with a state is shown, tries in flight first (when nothing new is ready,
+        Airflow's "is anything still runnable?" check stops at the first of them). Of those without a
+        state, only the ones that could be ready are shown and checked: with a finished upstream (or none),
+        at most a turn's capacity of fresh indexes per mapped task, and of those found ready earlier the
+        turn's worth with the highest priority. One more per task stands for the rest, unchecked, so that
+        Airflow still counts the task as unfinished. A hidden one has no finished upstream, or waits behind
+        shown indexes of its own task or behind tries found ready first: it could not change this turn.
+        """
+        states = [(ti, ti.state) for ti in self._sorted]
+        done = {ti.task_id for ti, state in states if state in _FINISHED}
+        waiting = {ti.task_id for ti, state in states if state not in _FINISHED}
+        troubled = {ti.task_id for ti, state in states if state in _FINISHED and state != TaskInstanceState.SUCCESS}
+        found_ready = [self._tis_by_key[key] for key in self._known_ready if key in self._tis_by_key]
+        known = {id(ti) for ti in found_ready}
+        recheck = {id(ti) for ti in self._pick(found_ready)}
+        limit = max(self._turn_capacity, 1)
+        may_be_ready: dict[str, bool] = {}
+        fresh_mapped: dict[str, int] = {}
+        in_flight: list[TaskInstance] = []
+        shown: list[TaskInstance] = []
+        stand_ins: set[str] = set()
+        candidates: set[int] = set()
+        for ti, state in states:
+            if state in _IN_FLIGHT:
+                in_flight.append(ti)
+                continue
+            if state is not None:
+                shown.append(ti)
+                if state not in _FINISHED and (id(ti) not in known or id(ti) in recheck):
+                    candidates.add(id(ti))
+                continue
+            task_id = ti.task_id
+            if id(ti) in known:
+                show = id(ti) in recheck
+            else:
+                if task_id not in may_be_ready:
+                    may_be_ready[task_id] = self._may_be_ready(ti, done) and not self._surely_waits(
+                        ti, waiting, troubled
+                    )
+                show = may_be_ready[task_id]
+                if show and ti.map_index >= 0:
+                    seen = fresh_mapped[task_id] = fresh_mapped.get(task_id, 0) + 1
+                    show = seen <= limit
+            if show:
+                candidates.add(id(ti))
+            elif task_id in stand_ins:
+                continue
+            else:
+                stand_ins.add(task_id)
+            shown.append(ti)
+        return _TurnView(tis=in_flight + shown, candidates=frozenset(candidates))
+
+    def _surely_waits(self, ti: TaskInstance, waiting: set[str], troubled: set[str]) -> bool:
+        """Would Airflow's check of ``ti`` surely find it not ready and change nothing? For an unmapped
+        ``all_success`` task while an upstream task has unfinished instances and every finished
+        ancestor succeeded (a reducer after a big fan-out: its check reads every index, each turn)."""
+        task = ti.task
+        if task is None or ti.map_index >= 0 or _is_mapped(task) or task.trigger_rule != TriggerRule.ALL_SUCCESS:
+            return False
+        return not task.upstream_task_ids.isdisjoint(waiting) and self.ancestor_ids(ti.task_id).isdisjoint(troubled)
 
     @staticmethod
     def _may_be_ready(ti: TaskInstance, done: set[str]) -> bool:
@@ -499,16 +557,18 @@ class LocalDagRun:
     def run_context(self) -> RunContext:
         return RunContext.of(self.dag_run)
 
-    def ancestors(self, task_id: str) -> list[str]:
-        """Every task upstream of ``task_id``, sorted (their XComs are pullable by this task)."""
-        seen: set[str] = set()
-        stack = list(self.dag.get_task(task_id).upstream_task_ids)
-        while stack:
-            tid = stack.pop()
-            if tid not in seen:
-                seen.add(tid)
-                stack.extend(self.dag.get_task(tid).upstream_task_ids)
-        return sorted(seen)
+    def ancestor_ids(self, task_id: str) -> frozenset[str]:
+        """Every task upstream of ``task_id`` (their XComs are pullable by this task), worked out once."""
+        if task_id not in self._ancestors:
+            seen: set[str] = set()
+            stack = list(self.dag.get_task(task_id).upstream_task_ids)
+            while stack:
+                tid = stack.pop()
+                if tid not in seen:
+                    seen.add(tid)
+                    stack.extend(self.dag.get_task(tid).upstream_task_ids)
+            self._ancestors[task_id] = frozenset(seen)
+        return self._ancestors[task_id]
 
     def task_attribute(self, task_id: str, name: str) -> Any:
         return getattr(self.dag.get_task(task_id), name, None)
@@ -620,9 +680,11 @@ class LocalDagRun:
         self._expanded = False
         rows = len(self._sorted)
         token = _EXPANSION_SLICE.set(max(self._turn_capacity, 1))
+        self._view = self._turn_view()
         try:
             schedulable, callback = self.dag_run.update_state(session=session, execute_callbacks=False)
         finally:
+            self._view = None
             _EXPANSION_SLICE.reset(token)
         self._keep_callback(callback)
         schedulable = sorted(schedulable, key=_key)
