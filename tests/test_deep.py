@@ -253,3 +253,37 @@ async def test_runtime_mapping_and_waiting_sensors_leave_the_rows_the_scheduler_
     assert Path(counter).read_text().count("poke") == 3
     timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
     assert len(timers) >= 3, "the deferral and the sensor's pokes wait on workflow timers"
+
+
+async def test_runs_share_an_airflow_pool_and_never_overlap_in_it(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, tmp_path: Path
+) -> None:
+    """Two runs, two tries each, one slot: the tries take turns, and Airflow's Pools page counts them."""
+    api.request("POST", "pools", {"name": "deep_one_slot", "slots": 1, "description": "one at a time"})
+    log = tmp_path / "holds.log"
+    handles = [await start_deep(client, queues, "deep_pooled", conf={"log": str(log)}) for _ in range(2)]
+    seen_running = 0
+    done = asyncio.gather(*(handle.result() for handle in handles))
+    while not done.done():
+        pool = api.request("GET", "pools/deep_one_slot")
+        assert pool["running_slots"] + pool["queued_slots"] <= 1, pool
+        seen_running = max(seen_running, pool["running_slots"])
+        await asyncio.sleep(0.2)
+    results = await done
+    assert [r.state for r in results] == ["success", "success"]
+    assert seen_running == 1  # the Pools page saw the Temporal-run tries in the slot
+    marks = [(float(at), what) for what, at in (line.split() for line in log.read_text().splitlines())]
+    marks.sort()
+    assert [what for _, what in marks] == ["start", "end"] * 4, marks  # one at a time, across both runs
+    for handle in handles:
+        assert_healthy(await handle.fetch_history())
+
+
+async def test_a_task_in_a_missing_pool_fails_with_the_reason(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    result = await (await start_deep(client, queues, "deep_pool_missing")).result()
+    assert result.state == "failed"
+    (task,) = result.tasks
+    assert task.state == "failed" and "deep_no_such_pool" in (task.error or ""), task.error
+    assert api.task_instances("deep_pool_missing", result.run_id)["nowhere"]["state"] == "failed"

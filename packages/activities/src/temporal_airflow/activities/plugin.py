@@ -18,6 +18,7 @@ from temporalio.worker import WorkerConfig
 
 from temporal_airflow.activities.callback_activities import CALLBACK_ACTIVITIES
 from temporal_airflow.activities.child import HEARTBEAT_EVERY
+from temporal_airflow.activities.pool_activities import POOL_ACTIVITIES
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
@@ -31,7 +32,13 @@ def max_concurrent_tasks() -> int:
 
 def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
     """Every activity; large XCom values go to ``storage``'s payload store."""
-    return [*TaskActivities(storage.driver).activities(), *TRIGGER_ACTIVITIES, *SYNC_ACTIVITIES, *CALLBACK_ACTIVITIES]
+    return [
+        *TaskActivities(storage.driver).activities(),
+        *TRIGGER_ACTIVITIES,
+        *SYNC_ACTIVITIES,
+        *POOL_ACTIVITIES,
+        *CALLBACK_ACTIVITIES,
+    ]
 
 
 class AirflowActivitiesPlugin(SimplePlugin):

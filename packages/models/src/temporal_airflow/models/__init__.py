@@ -27,6 +27,7 @@ SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
 SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
 RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
+ACQUIRE_POOL_SLOT_ACTIVITY = "acquire_pool_slot"
 #: Signal both workflows take: a user marked a task instance in Airflow's UI or REST API.
 MARK_TASK_SIGNAL = "mark_task"
 
@@ -41,6 +42,9 @@ INVALID_CONF_ERROR = "InvalidDagRunConf"
 XCOM_TOO_LARGE_ERROR = "XComTooLarge"
 #: The task's process died without reporting an outcome (segfault, ``os._exit``, OOM kill): one failed try.
 TASK_PROCESS_DIED_ERROR = "TaskProcessDied"
+#: Deep mode: the task's Airflow pool has no room for it now (retried) / can never have (not retried).
+POOL_FULL_ERROR = "PoolFull"
+POOL_UNAVAILABLE_ERROR = "PoolUnavailable"
 #: A deferred task's trigger raised instead of yielding an event: the task resumes only to fail.
 TRIGGER_FAILED_ERROR = "TriggerFailed"
 

@@ -1,0 +1,38 @@
+"""Tasks in Airflow pools: `pooled` shares a one-slot pool across runs; `pool_missing` names no pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import dag, task
+
+START = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+
+@dag(schedule=None, start_date=START, catchup=False, params={"log": "/dev/null"}, max_active_runs=4)
+def deep_pooled():
+    @task(pool="deep_one_slot")
+    def hold(n: int, **context) -> None:
+        log = Path(context["params"]["log"])
+        with log.open("a") as fh:
+            fh.write(f"start {time.time()}\n")
+        time.sleep(2)
+        with log.open("a") as fh:
+            fh.write(f"end {time.time()}\n")
+
+    hold.expand(n=[1, 2])
+
+
+@dag(schedule=None, start_date=START, catchup=False)
+def deep_pool_missing():
+    @task(pool="deep_no_such_pool")
+    def nowhere() -> None:
+        return None
+
+    nowhere()
+
+
+deep_pooled()
+deep_pool_missing()
