@@ -1,14 +1,18 @@
 """The engine at scale: big runs' history per execution, turn cost, replay time, next to dag.test().
 
-    uv run python benchmarks/engine_scale.py [--chain 1000] [--fanout 2000] [--skip-dag-test]
+    uv run python benchmarks/engine_scale.py [--chain 1000] [--fanout 10000] [--mode standalone|deep|both]
+        [--only chain|fanout] [--skip-dag-test]
 
 For a chain of ``--chain`` no-op tasks and a mapped fan-out of ``--fanout`` indexes (plus its producer
-and a reducer), each run through the standalone workflow on an embedded Temporal dev server with
-in-process workers, prints: wall time, executions (continue-as-new), and the events and bytes of each
-execution's history (Temporal warns at 10,240 events / 10 MB), then the time a full replay of the largest
-execution takes, and Airflow's ``dag.test()`` wall time on the same DAG. Finally the cost of one
+and a reducer), each run through the standalone workflow (an embedded Temporal dev server, workers in
+this process) and/or the deep workflow (a local Airflow deployment: Postgres, api-server, an activity
+worker process), prints: wall time, executions (continue-as-new), and for each execution its history's
+events and bytes and its failed or timed-out workflow tasks (Temporal warns at 10,240 events / 10 MB;
+the deadlock detector fails a workflow task that holds the thread 2 s), the time a full replay of the
+largest execution takes, and Airflow's ``dag.test()`` wall time on the same DAG. Finally the cost of one
 scheduling turn (the workflow's in-memory Airflow DagRun, outside Temporal) at the fan-out's size: the
-turn that expands the mapped task and the median steady turn. Not a test: figures depend on the machine.
+longest activation (expansion or a batch of rows) and the median steady turn. Exits non-zero when a run
+did not succeed or an execution broke a limit. Not a test: times depend on the machine.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 DAGS = """
 import pendulum
@@ -76,14 +83,28 @@ print("RESULT " + json.dumps({"wall": time.monotonic() - started, "state": str(r
 """
 
 
+#: Temporal's warning thresholds for one execution's history.
+EVENT_LIMIT = 10_240
+BYTES_LIMIT = 10 * 1024 * 1024
+
+
 @dataclass
 class Execution:
+    """One execution (continue-as-new ends it) of a run's workflow: history size and failed workflow tasks."""
+
     events: int
     bytes: int
+    task_failures: int
+    task_timeouts: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.events < EVENT_LIMIT and self.bytes < BYTES_LIMIT and not self.task_failures + self.task_timeouts
 
 
 @dataclass
 class BigRun:
+    mode: str
     dag_id: str
     state: str
     wall: float
@@ -91,17 +112,52 @@ class BigRun:
     replay_seconds: float
 
 
-async def temporal_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
+async def measure(client: Any, mode: str, dag_id: str, start: Callable[[], Awaitable[Any]]) -> BigRun:
+    """Start a run, wait for it, then read every execution's history and replay the largest."""
     from temporalio.api.enums.v1 import EventType
     from temporalio.worker import Replayer
 
+    from temporal_airflow.workflows import clock
+    from temporal_airflow.workflows.plugin import WORKFLOWS
+
+    started = time.monotonic()
+    handle = await start()
+    result = await handle.result()
+    wall = time.monotonic() - started
+    executions, histories = [], []
+    run_id: str | None = handle.first_execution_run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        histories.append(history)
+        types = [event.event_type for event in history.events]
+        executions.append(
+            Execution(
+                events=len(history.events),
+                bytes=len(history.to_json().encode()),
+                task_failures=types.count(EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED),
+                task_timeouts=types.count(EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT),
+            )
+        )
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            else None
+        )
+    clock.install()
+    largest = max(histories, key=lambda h: len(h.events))
+    replay_started = time.monotonic()
+    await Replayer(workflows=WORKFLOWS, data_converter=client.data_converter).replay_workflow(largest)
+    return BigRun(mode, dag_id, result.state, wall, executions, time.monotonic() - replay_started)
+
+
+async def standalone_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
+    """The standalone workflow on an embedded dev server, workflow and activity workers in this process."""
     from temporal_airflow.activities.child import warm_up
     from temporal_airflow.activities.worker import create_activity_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
     from temporal_airflow.models.runtime import connect_client
-    from temporal_airflow.workflows import clock
-    from temporal_airflow.workflows.plugin import WORKFLOWS
     from temporal_airflow.workflows.worker import create_workflow_worker
 
     runs = []
@@ -110,33 +166,47 @@ async def temporal_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
         await warm_up()
         async with create_workflow_worker(client, "scale-wf"), create_activity_worker(client, "scale-act"):
             for dag_id in dag_ids:
-                started = time.monotonic()
-                handle = await client.start_workflow(
+                start = partial(
+                    client.start_workflow,
                     STANDALONE_WORKFLOW,
                     DagExecutionInput(dag_path=str(dag_file), dag_id=dag_id, activity_task_queue="scale-act"),
                     id=f"scale-{dag_id}-{uuid.uuid4().hex[:6]}",
                     task_queue="scale-wf",
                     result_type=DagExecutionResult,
                 )
-                result = await handle.result()
-                wall = time.monotonic() - started
-                executions, histories = [], []
-                run_id: str | None = handle.first_execution_run_id
-                while run_id:
-                    history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-                    histories.append(history)
-                    executions.append(Execution(len(history.events), len(history.to_json().encode())))
-                    last = history.events[-1]
-                    run_id = (
-                        last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
-                        else None
-                    )
-                clock.install()
-                largest = max(histories, key=lambda h: len(h.events))
-                replay_started = time.monotonic()
-                await Replayer(workflows=WORKFLOWS, data_converter=client.data_converter).replay_workflow(largest)
-                runs.append(BigRun(dag_id, result.state, wall, executions, time.monotonic() - replay_started))
+                runs.append(await measure(client, "standalone", dag_id, start))
+    return runs
+
+
+async def deep_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
+    """The deep workflow against a local Airflow deployment (Postgres, migrated DB, DAGs serialized,
+    api-server for the tasks' Execution API, an activity worker process), the workflow worker here."""
+    from temporal_airflow.cli.local_stack import LocalStack
+    from temporal_airflow.models import DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
+    from temporal_airflow.models.runtime import connect_client
+    from temporal_airflow.workflows.worker import create_workflow_worker
+
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix="scale-deep-")), dag_file.parent)
+    runs = []
+    try:
+        stack.start_services()
+        stack.start_api_server()
+        stack.start_activity_worker("scale-deep-act")
+        assert stack.temporal is not None
+        client = await connect_client(stack.temporal.address)
+        async with create_workflow_worker(client, "scale-deep-wf"):
+            for dag_id in dag_ids:
+                start = partial(
+                    client.start_workflow,
+                    DEEP_WORKFLOW,
+                    DeepDagExecutionInput(dag_id=dag_id, activity_task_queue="scale-deep-act"),
+                    id=f"scale-deep-{dag_id}-{uuid.uuid4().hex[:6]}",
+                    task_queue="scale-deep-wf",
+                    result_type=DagExecutionResult,
+                )
+                runs.append(await measure(client, "deep", dag_id, start))
+    finally:
+        stack.stop()
     return runs
 
 
@@ -210,6 +280,8 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1000)
     parser.add_argument("--fanout", type=int, default=2000)
     parser.add_argument("--skip-dag-test", action="store_true", help="do not run Airflow's dag.test() baseline")
+    parser.add_argument("--mode", choices=["standalone", "deep", "both"], default="standalone")
+    parser.add_argument("--only", action="append", choices=["chain", "fanout"], help="run just this DAG (repeatable)")
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TEMPORAL_AIRFLOW_PAYLOAD_STORAGE", tempfile.mkdtemp(prefix="scale-payloads-"))
@@ -217,10 +289,15 @@ def main() -> None:
     dag_file = workdir / "scale.py"
     dag_file.write_text(DAGS.format(chain=args.chain, fanout=args.fanout))
 
-    runs = asyncio.run(temporal_runs(dag_file, ["scale_chain", "scale_fanout"]))
-    baseline = {} if args.skip_dag_test else {run.dag_id: dag_test(dag_file, run.dag_id) for run in runs}
-    print(f"\nchain of {args.chain} tasks, fan-out of {args.fanout} mapped indexes (standalone workflow)")
-    header = f"{'dag':<14}{'state':>9}{'wall s':>9}{'dag.test s':>12}{'executions':>12}"
+    dag_ids = [f"scale_{name}" for name in args.only or ["chain", "fanout"]]
+    runs: list[BigRun] = []
+    if args.mode in ("standalone", "both"):
+        runs += asyncio.run(standalone_runs(dag_file, dag_ids))
+    if args.mode in ("deep", "both"):
+        runs += asyncio.run(deep_runs(dag_file, dag_ids))
+    baseline = {} if args.skip_dag_test else {dag_id: dag_test(dag_file, dag_id) for dag_id in dag_ids}
+    print(f"\nchain of {args.chain} tasks, fan-out of {args.fanout} mapped indexes")
+    header = f"{'mode':<11}{'dag':<14}{'state':>9}{'wall s':>9}{'dag.test s':>12}{'executions':>12}"
     print(header + f"{'max events':>12}{'max MB':>9}{'replay s':>10}")
     for run in runs:
         ref = baseline.get(run.dag_id)
@@ -228,13 +305,27 @@ def main() -> None:
         most_bytes = max(e.bytes for e in run.executions) / 1e6
         reference = f"{ref:>12.1f}" if ref is not None else f"{'-':>12}"
         print(
-            f"{run.dag_id:<14}{run.state:>9}{run.wall:>9.1f}{reference}{len(run.executions):>12}"
+            f"{run.mode:<11}{run.dag_id:<14}{run.state:>9}{run.wall:>9.1f}{reference}{len(run.executions):>12}"
             f"{most_events:>12}{most_bytes:>9.2f}{run.replay_seconds:>10.2f}"
         )
-    tasks, expansion, steady = turn_costs(dag_file, args.fanout)
-    print(
-        f"\nscheduling turn at {tasks} task instances: expansion {expansion * 1e3:.0f} ms, steady {steady * 1e3:.1f} ms"
-    )
+    print(f"\nper execution (limits: {EVENT_LIMIT} events, {BYTES_LIMIT / 1e6:.1f} MB, no failed workflow task)")
+    print(f"{'mode':<11}{'dag':<14}{'#':>3}{'events':>8}{'MB':>7}{'wft failed':>12}{'wft timed out':>15}")
+    for run in runs:
+        for number, e in enumerate(run.executions, 1):
+            print(
+                f"{run.mode:<11}{run.dag_id:<14}{number:>3}{e.events:>8}{e.bytes / 1e6:>7.2f}"
+                f"{e.task_failures:>12}{e.task_timeouts:>15}"
+            )
+    if "scale_fanout" in dag_ids:
+        tasks, expansion, steady = turn_costs(dag_file, args.fanout)
+        print(
+            f"\nscheduling turn at {tasks} task instances: longest activation {expansion * 1e3:.0f} ms, "
+            f"steady turn {steady * 1e3:.1f} ms"
+        )
+    healthy = [run.state == "success" and all(e.healthy for e in run.executions) for run in runs]
+    unhealthy = [f"{run.mode} {run.dag_id}" for run, ok in zip(runs, healthy, strict=True) if not ok]
+    if unhealthy:
+        sys.exit(f"unhealthy runs: {', '.join(unhealthy)}")
 
 
 if __name__ == "__main__":

@@ -281,6 +281,9 @@ class RunSnapshot:
     tasks: list[TaskSummary] = field(default_factory=list)
     #: How many executions of this workflow came before (1 after the first continue-as-new).
     generation: int = 1
+    #: The tasks as one JSON text, in place of ``tasks`` (see ``temporal_airflow.workflows.summaries``):
+    #: thousands of dataclasses cost seconds to convert inside a workflow activation, one string nothing.
+    tasks_json: str = ""
 
 
 @dataclass

@@ -49,6 +49,7 @@ from temporal_airflow.models import (
     TaskStatusSync,
     TaskStatusSyncBatch,
 )
+from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
 from temporal_airflow.workflows.errors import workflow_failure
 from temporal_airflow.workflows.local_run import LocalDagRun, TaskKey, create_local_run, resume_local_run
@@ -89,8 +90,9 @@ class ExecuteAirflowDagDeepWorkflow:
             local, fileloc = await self._start_run(input)
         else:
             self._run_id, fileloc = resume.run.run_id, resume.fileloc
-            local = resume_local_run(resume.run, resume.serialized_dag, resume.tasks)
-            self._mirrored = {TaskKey(s.task_id, s.map_index): (s.state, s.try_number) for s in resume.tasks}
+            carried = summaries.snapshot_tasks(resume)
+            local = resume_local_run(resume.run, resume.serialized_dag, carried)
+            self._mirrored = {TaskKey(s.task_id, s.map_index): (s.state, s.try_number) for s in carried}
         self._driver = DagRunDriver(
             local,
             DriverOptions(

@@ -45,8 +45,10 @@ from temporal_airflow.models import (
     RunSnapshot,
     TaskExecutionResult,
     TaskMark,
+    TaskSummary,
     XComEntry,
 )
+from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
 from temporal_airflow.workflows.waits import DeferralWaits
 
@@ -157,9 +159,9 @@ class DagRunDriver:
         self._overruled: set[TaskKey] = set()
         self._waits = DeferralWaits(options.activity_task_queue, options.heartbeat_timeout)
 
-    def carry(self, snapshot: RunSnapshot) -> None:
+    def carry(self, tasks: list[TaskSummary]) -> None:
         """Take over XComs and errors an earlier execution recorded."""
-        for summary in snapshot.tasks:
+        for summary in tasks:
             key = TaskKey(summary.task_id, summary.map_index)
             if summary.xcoms:
                 self.xcoms[key] = summary.xcoms
@@ -216,7 +218,7 @@ class DagRunDriver:
             run=self.local.run_context(),
             fileloc=self.options.dag_path,
             serialized_dag=self.local.serialized_dag,
-            tasks=self.local.summaries(self.xcoms, self.errors),
+            tasks_json=summaries.dump(self.local.summaries(self.xcoms, self.errors)),
             generation=self.generation + 1,
         )
 

@@ -638,8 +638,12 @@ class LocalDagRun:
             unmapped_id = bulk_rows.unmapped_id(session, run.dag_id, run.run_id, task_id)
             if top < 0 or unmapped_id is None:
                 continue
-            # The expansion the earlier execution made: the unmapped row becomes index 0, copies the rest.
-            self._to_load.extend(bulk_rows.clone_indexes(session, unmapped_id, range(1, top + 1)))
+            # The expansion the earlier execution made: the unmapped row becomes index 0, copies the rest
+            # (thousands of them a batch per activation).
+            if top < bulk_rows.ROWS_PER_ACTIVATION:
+                self._to_load.extend(bulk_rows.clone_indexes(session, unmapped_id, range(1, top + 1)))
+            else:
+                self._expansions[task_id] = _Expansion(template_id=unmapped_id, total=top + 1)
             if (loaded := self._tis_by_key.pop(TaskKey(task_id, -1), None)) is not None:
                 session.expunge(loaded)
                 self._to_load.append(unmapped_id)

@@ -27,6 +27,7 @@ from temporal_airflow.models import (
     RunProgress,
     TaskMark,
 )
+from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
 from temporal_airflow.workflows.errors import workflow_failure
 from temporal_airflow.workflows.local_run import LocalDagRun, create_local_run, resume_local_run
@@ -54,7 +55,8 @@ class ExecuteAirflowDagWorkflow:
             )
         else:
             self._dag_id, fileloc = resume.run.dag_id, resume.fileloc
-            local = resume_local_run(resume.run, resume.serialized_dag, resume.tasks)
+            carried = summaries.snapshot_tasks(resume)
+            local = resume_local_run(resume.run, resume.serialized_dag, carried)
         self._driver = DagRunDriver(
             local,
             DriverOptions(
@@ -67,7 +69,7 @@ class ExecuteAirflowDagWorkflow:
             marks=self._marks,
         )
         if resume is not None:
-            self._driver.carry(resume)
+            self._driver.carry(carried)
         try:
             state = await self._driver.run()
         except ContinueAsNew as cont:
