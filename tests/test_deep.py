@@ -10,8 +10,10 @@ import asyncio
 import shutil
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +278,9 @@ async def test_runs_share_an_airflow_pool_and_never_overlap_in_it(
     marks.sort()
     assert [what for _, what in marks] == ["start", "end"] * 4, marks  # one at a time, across both runs
     for handle in handles:
-        assert_healthy(await handle.fetch_history())
+        history = await handle.fetch_history()
+        assert_healthy(history)
+    record_history("deep_pool", history)
 
 
 async def test_a_task_in_a_missing_pool_fails_with_the_reason(
@@ -287,3 +291,36 @@ async def test_a_task_in_a_missing_pool_fails_with_the_reason(
     (task,) = result.tasks
     assert task.state == "failed" and "deep_no_such_pool" in (task.error or ""), task.error
     assert api.task_instances("deep_pool_missing", result.run_id)["nowhere"]["state"] == "failed"
+
+
+async def test_depends_on_past_waits_for_the_previous_run_in_airflows_db(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, tmp_path: Path
+) -> None:
+    """The previous run's `gate` failed: this run's `gate` waits, as under Airflow's scheduler, until a
+    user marks the old one success in the UI; then it runs."""
+    log = tmp_path / "gates.log"
+    first_date = datetime(2025, 3, 1, tzinfo=UTC)
+    first = await (
+        await start_deep(client, queues, "deep_past", logical_date=first_date, conf={"fail": True, "log": str(log)})
+    ).result()
+    assert first.state == "failed"
+    handle = await start_deep(
+        client, queues, "deep_past", logical_date=first_date + timedelta(days=1), conf={"log": str(log)}
+    )
+
+    def second_run_id() -> str | None:
+        return next((r["dag_run_id"] for r in api.runs("deep_past") if r["dag_run_id"] != first.run_id), None)
+
+    second_run = await wait_until(second_run_id, 60, "the second run in Airflow")
+    await asyncio.sleep(12)  # two idle rechecks: the gate stays shut
+    assert api.task_instances("deep_past", second_run)["gate"]["state"] in (None, "scheduled")
+    assert api.run("deep_past", second_run)["state"] == "running"
+    assert log.read_text().splitlines() == [first.run_id]
+    path = f"dags/deep_past/dagRuns/{urllib.parse.quote(first.run_id, safe='')}/taskInstances/gate"
+    api.request("PATCH", path, {"new_state": "success"})
+    second = await asyncio.wait_for(handle.result(), 120)
+    assert second.state == "success"
+    assert log.read_text().splitlines() == [first.run_id, second.run_id]
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    record_history("deep_depends_on_past", history)

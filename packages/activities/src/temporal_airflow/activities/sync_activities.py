@@ -28,6 +28,7 @@ from temporal_airflow.models import (
     DAG_NOT_FOUND_ERROR,
     ENSURE_TASK_INSTANCES_ACTIVITY,
     INVALID_CONF_ERROR,
+    LOAD_PREVIOUS_RUN_ACTIVITY,
     LOAD_SERIALIZED_DAG_ACTIVITY,
     SYNC_DAGRUN_STATUS_ACTIVITY,
     SYNC_TASK_STATUS_ACTIVITY,
@@ -37,6 +38,9 @@ from temporal_airflow.models import (
     EnsureTaskInstancesInput,
     LoadSerializedDagInput,
     LoadSerializedDagResult,
+    PreviousRun,
+    PreviousRunInput,
+    PreviousRunResult,
     RunContext,
     TaskInstancesSnapshot,
     TaskStatusSync,
@@ -182,6 +186,56 @@ def ensure_task_instances(request: EnsureTaskInstancesInput) -> TaskInstancesSna
         )
 
 
+@activity.defn(name=LOAD_PREVIOUS_RUN_ACTIVITY)
+def load_previous_run(request: PreviousRunInput) -> PreviousRunResult:
+    """The run ``depends_on_past`` / ``wait_for_downstream`` look back to, found as Airflow's own dependency
+    does (the previous scheduled run with ``catchup``, else the previous run by logical date), with its
+    task instances of ``request.task_ids``."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == request.dag_id, DagRun.run_id == request.run_id))
+        if run is None:
+            raise ApplicationError(
+                f"DagRun {request.dag_id}/{request.run_id} not found", type=DAG_NOT_FOUND_ERROR, non_retryable=True
+            )
+        if request.catchup:
+            previous = DagRun.get_previous_scheduled_dagrun(run.id, session=session)
+        else:
+            previous = DagRun.get_previous_dagrun(run, session=session)
+        if previous is None or previous.logical_date is None:
+            return PreviousRunResult()
+        rows = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == request.dag_id,
+                TaskInstance.run_id == previous.run_id,
+                TaskInstance.task_id.in_(request.task_ids),
+            )
+        )
+        return PreviousRunResult(
+            PreviousRun(
+                run_id=previous.run_id,
+                logical_date=previous.logical_date,
+                run_type=DagRunType(previous.run_type).value,
+                state=DagRunState(previous.state).value,
+                tasks=[
+                    TaskSummary(
+                        task_id=ti.task_id,
+                        map_index=ti.map_index,
+                        state=None if ti.state is None else str(ti.state),
+                        try_number=ti.try_number,
+                    )
+                    for ti in rows
+                ],
+            )
+        )
+
+
 def apply_task_status(update: TaskStatusSync, session: Any) -> bool:
     """Write one task status if it moves the task instance forward; True when something changed."""
     from airflow.models.xcom import XComModel
@@ -268,6 +322,7 @@ SYNC_ACTIVITIES: list[Callable[..., Any]] = [
     load_serialized_dag,
     create_dagrun_record,
     ensure_task_instances,
+    load_previous_run,
     sync_task_status,
     sync_dagrun_status,
 ]

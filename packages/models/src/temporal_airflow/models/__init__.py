@@ -28,6 +28,7 @@ SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
 RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
 ACQUIRE_POOL_SLOT_ACTIVITY = "acquire_pool_slot"
+LOAD_PREVIOUS_RUN_ACTIVITY = "load_previous_run"
 #: Signal both workflows take: a user marked a task instance in Airflow's UI or REST API.
 MARK_TASK_SIGNAL = "mark_task"
 
@@ -393,6 +394,35 @@ class EnsureTaskInstancesInput:
 
     dag_id: str
     run_id: str
+
+
+@dataclass
+class PreviousRunInput:
+    """Input of ``load_previous_run``: the run, and the tasks whose previous task instances matter."""
+
+    dag_id: str
+    run_id: str
+    task_ids: list[str]
+    #: The DAG's ``catchup``: Airflow then looks back to the previous *scheduled* run only.
+    catchup: bool = False
+
+
+@dataclass
+class PreviousRun:
+    """The run before this one, as ``depends_on_past`` sees it: its states and those task instances."""
+
+    run_id: str
+    logical_date: datetime
+    run_type: str
+    state: str
+    tasks: list[TaskSummary] = field(default_factory=list)
+
+
+@dataclass
+class PreviousRunResult:
+    """The previous run, ``None`` when this is the DAG's first (or has no logical date)."""
+
+    previous: PreviousRun | None = None
 
 
 @dataclass

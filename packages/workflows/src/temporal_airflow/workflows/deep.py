@@ -31,6 +31,7 @@ from temporal_airflow.models import (
     DEEP_WORKFLOW,
     ENSURE_TASK_INSTANCES_ACTIVITY,
     INVALID_CONF_ERROR,
+    LOAD_PREVIOUS_RUN_ACTIVITY,
     LOAD_SERIALIZED_DAG_ACTIVITY,
     MARK_TASK_SIGNAL,
     SYNC_DAGRUN_STATUS_ACTIVITY,
@@ -43,6 +44,9 @@ from temporal_airflow.models import (
     EnsureTaskInstancesInput,
     LoadSerializedDagInput,
     LoadSerializedDagResult,
+    PreviousRun,
+    PreviousRunInput,
+    PreviousRunResult,
     RunProgress,
     TaskInstancesSnapshot,
     TaskMark,
@@ -80,6 +84,7 @@ class ExecuteAirflowDagDeepWorkflow:
         self._mirrored: dict[TaskKey, tuple[str | None, int]] = {}
         self._pending: list[TaskStatusSync] = []
         self._syncing = False
+        self._previous: PreviousRun | None = None
 
     @workflow.run
     async def run(self, input: DeepDagExecutionInput) -> DagExecutionResult:
@@ -93,6 +98,9 @@ class ExecuteAirflowDagDeepWorkflow:
             carried = summaries.snapshot_tasks(resume)
             local = resume_local_run(resume.run, resume.serialized_dag, carried)
             self._mirrored = {TaskKey(s.task_id, s.map_index): (s.state, s.try_number) for s in carried}
+        past_dependent = local.past_dependent_task_ids()
+        if past_dependent:
+            await self._load_previous_run(local, past_dependent)
         self._driver = DagRunDriver(
             local,
             DriverOptions(
@@ -104,6 +112,7 @@ class ExecuteAirflowDagDeepWorkflow:
             after_turn=self._mirror,
             generation=resume.generation if resume else 0,
             marks=self._marks,
+            before_recheck=(lambda: self._refresh_previous_run(local, past_dependent)) if past_dependent else None,
         )
         syncer = asyncio.create_task(self._sync_loop())
         try:
@@ -156,6 +165,24 @@ class ExecuteAirflowDagDeepWorkflow:
             self._mirrored[TaskKey(summary.task_id, summary.map_index)] = (summary.state, summary.try_number)
         await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
         return local, loaded.fileloc
+
+    async def _load_previous_run(self, local: LocalDagRun, task_ids: list[str]) -> None:
+        """``depends_on_past`` / ``wait_for_downstream``: bring the previous run's states from Airflow's DB
+        into the workflow's, where Airflow's own dependency check reads them."""
+        found = await self._db(
+            LOAD_PREVIOUS_RUN_ACTIVITY,
+            PreviousRunInput(self._dag_id, self._run_id, task_ids, catchup=bool(local.dag.catchup)),
+            PreviousRunResult,
+        )
+        self._previous = found.previous
+        if self._previous is not None:
+            local.set_previous_run(self._previous)
+
+    async def _refresh_previous_run(self, local: LocalDagRun, task_ids: list[str]) -> None:
+        """While the run waits with nothing to do, the previous run may still change (it runs, or a user
+        marks or clears its tasks there, as Airflow users unblock a ``depends_on_past`` task): read it again."""
+        if self._previous is not None:
+            await self._load_previous_run(local, task_ids)
 
     async def _flush_mirror(self) -> None:
         self._mirror()

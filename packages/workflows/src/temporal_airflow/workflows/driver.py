@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -96,6 +96,7 @@ _CALLBACK_TIMEOUT = timedelta(minutes=10)
 _CALLBACK_RETRY = RetryPolicy(maximum_attempts=3)
 
 TurnHook = Callable[[], None]
+RecheckHook = Callable[[], Awaitable[None]]
 
 
 def _wake_reason(wake_at: datetime | None, retry_at: datetime | None, timeout_at: datetime | None) -> str:
@@ -143,12 +144,16 @@ class DagRunDriver:
         after_turn: TurnHook | None = None,
         generation: int = 0,
         marks: list[TaskMark] | None = None,
+        before_recheck: RecheckHook | None = None,
     ) -> None:
         """``marks``: the workflow's list of user marks (its ``mark_task`` signal appends to it, also
-        before the driver exists); each is applied at the next turn."""
+        before the driver exists); each is applied at the next turn. ``before_recheck``: what the run may be
+        waiting for outside itself (the previous run, for ``depends_on_past``), refreshed before each idle
+        recheck."""
         self.local = local
         self.options = options
         self.after_turn = after_turn
+        self.before_recheck = before_recheck
         self.generation = generation
         self.xcoms: dict[TaskKey, list[XComEntry]] = {}
         self.errors: dict[TaskKey, str] = {}
@@ -264,7 +269,10 @@ class DagRunDriver:
         if not (self._running or wake_at or self._finished or self._waits.active or self._marks):
             # Nothing runs, nothing waits, nothing changed, yet Airflow keeps the run open: look again
             # shortly rather than spin (Airflow itself fails runs that are truly deadlocked).
-            workflow.logger.warning("Run %s: nothing to run or wait for; rechecking", self.local.dag_run.run_id)
+            if self.before_recheck is not None:
+                await self.before_recheck()
+            else:
+                workflow.logger.warning("Run %s: nothing to run or wait for; rechecking", self.local.dag_run.run_id)
             await workflow.sleep(_IDLE_RECHECK, summary="idle recheck")
             return
         timeout = None

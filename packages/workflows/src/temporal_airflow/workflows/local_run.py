@@ -57,6 +57,7 @@ from temporal_airflow.models import (
     INVALID_CONF_ERROR,
     AssetUpdate,
     Deferral,
+    PreviousRun,
     Reschedule,
     RunContext,
     TaskExecutionResult,
@@ -908,6 +909,57 @@ class LocalDagRun:
         self.dag_run.set_state(DagRunState.FAILED)
         self.dag_run.end_date = when
         self._session.commit()
+
+    # -- the run before this one (depends_on_past) ---------------------------------------------------
+
+    def past_dependent_task_ids(self) -> list[str]:
+        """Tasks whose readiness looks at the previous run: ``depends_on_past`` ones, and the direct
+        downstream of ``wait_for_downstream`` ones (Airflow checks those too)."""
+        wanted: set[str] = set()
+        for task in self.dag.tasks:
+            if task.depends_on_past:
+                wanted.add(task.task_id)
+            if getattr(task, "wait_for_downstream", False):
+                wanted.update(task.downstream_task_ids)
+        return sorted(wanted)
+
+    def set_previous_run(self, previous: PreviousRun) -> None:
+        """Mirror the previous run (as Airflow's DB has it now) into this DB, where Airflow's own
+        ``depends_on_past`` check finds it; called again when it may have changed."""
+        session = self._session
+        run = session.scalar(select(DagRun).where(DagRun.run_id == previous.run_id))
+        if run is None:
+            run = DagRun(
+                dag_id=self.dag.dag_id,
+                run_id=previous.run_id,
+                logical_date=previous.logical_date,
+                run_after=previous.logical_date,
+                run_type=previous.run_type,
+                state=DagRunState(previous.state),
+            )
+            session.add(run)
+            session.flush()
+        run.state = DagRunState(previous.state)
+        for summary in previous.tasks:
+            ti = session.scalar(
+                select(TaskInstance).where(
+                    TaskInstance.run_id == previous.run_id,
+                    TaskInstance.task_id == summary.task_id,
+                    TaskInstance.map_index == summary.map_index,
+                )
+            )
+            if ti is None:
+                if not self.dag.has_task(summary.task_id):
+                    continue  # a task this DAG version no longer has
+                ti = TaskInstance(
+                    self.dag.get_task(summary.task_id),
+                    self.dag_run.created_dag_version_id,
+                    run_id=previous.run_id,
+                    map_index=summary.map_index,
+                )
+                session.add(ti)
+            ti.state = None if summary.state is None else task_state(summary.state)
+        session.commit()
 
     def dispose(self) -> None:
         self._session.close()
