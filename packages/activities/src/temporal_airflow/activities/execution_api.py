@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +34,6 @@ from temporal_airflow.models import ActivityTaskInput, XComEntry
 XCOM_RETURN_KEY = "return_value"
 
 log = structlog.get_logger(logger_name="temporal_airflow.execution_api")
-
-_Handler = Callable[..., httpx.Response]
 
 
 @dataclass
@@ -137,6 +134,32 @@ class RecordingTransport(httpx.BaseTransport):
             )
 
 
+_XCOM_ROUTE = r"xcoms/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<key>[^/]+)"
+#: The calls the standalone API answers: method, path and handler (compiled once, in the task host).
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    (method, re.compile(path), handler)
+    for method, path, handler in [
+        ("PATCH", r"task-instances/[^/]+/run", "_start"),
+        ("PATCH", r"task-instances/[^/]+/state", "_state"),
+        ("PUT", r"task-instances/[^/]+/heartbeat", "_no_content"),
+        ("PUT", r"task-instances/[^/]+/rtif", "_rendered_fields"),
+        ("PATCH", r"task-instances/[^/]+/skip-downstream", "_skip_downstream"),
+        ("PATCH", r"task-instances/[^/]+/rendered-map-index", "_ok"),
+        ("GET", r"task-instances/[^/]+/previous-successful-dagrun", "_no_previous"),
+        ("GET", r"task-instances/[^/]+/validate-inlets-and-outlets", "_no_inactive"),
+        ("GET", r"task-reschedules/[^/]+/start_date", "_first_poke_start"),
+        ("GET", _XCOM_ROUTE + r"/item/(?P<offset>-?\d+)", "_xcom_item"),
+        ("GET", _XCOM_ROUTE + r"/slice", "_xcom_slice"),
+        ("HEAD", _XCOM_ROUTE, "_xcom_count"),
+        ("GET", _XCOM_ROUTE, "_xcom_get"),
+        ("POST", _XCOM_ROUTE, "_xcom_set"),
+        ("DELETE", _XCOM_ROUTE, "_xcom_delete"),
+        ("GET", r"variables/(?P<key>[^/]+)", "_variable"),
+        ("GET", r"connections/(?P<conn_id>[^/]+)", "_connection"),
+    ]
+]
+
+
 class StandaloneExecutionAPI:
     """Serves one task try; ``outcome`` holds what the task reported."""
 
@@ -145,36 +168,17 @@ class StandaloneExecutionAPI:
         self._xcoms: dict[tuple[str, str, int], str] = {
             (x.task_id, x.key, x.map_index): x.value_json for x in task_input.upstream_xcoms
         }
-        xcom = r"xcoms/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<key>[^/]+)"
-        self._routes: list[tuple[str, re.Pattern[str], _Handler]] = [
-            ("PATCH", re.compile(r"task-instances/[^/]+/run"), self._start),
-            ("PATCH", re.compile(r"task-instances/[^/]+/state"), self._state),
-            ("PUT", re.compile(r"task-instances/[^/]+/heartbeat"), self._no_content),
-            ("PUT", re.compile(r"task-instances/[^/]+/rtif"), self._rendered_fields),
-            ("PATCH", re.compile(r"task-instances/[^/]+/skip-downstream"), self._skip_downstream),
-            ("PATCH", re.compile(r"task-instances/[^/]+/rendered-map-index"), self._ok),
-            ("GET", re.compile(r"task-instances/[^/]+/previous-successful-dagrun"), self._no_previous),
-            ("GET", re.compile(r"task-instances/[^/]+/validate-inlets-and-outlets"), self._no_inactive),
-            ("GET", re.compile(r"task-reschedules/[^/]+/start_date"), self._first_poke_start),
-            ("GET", re.compile(xcom + r"/item/(?P<offset>-?\d+)"), self._xcom_item),
-            ("GET", re.compile(xcom + r"/slice"), self._xcom_slice),
-            ("HEAD", re.compile(xcom), self._xcom_count),
-            ("GET", re.compile(xcom), self._xcom_get),
-            ("POST", re.compile(xcom), self._xcom_set),
-            ("DELETE", re.compile(xcom), self._xcom_delete),
-            ("GET", re.compile(r"variables/(?P<key>[^/]+)"), self._variable),
-            ("GET", re.compile(r"connections/(?P<conn_id>[^/]+)"), self._connection),
-        ]
 
     def transport(self) -> RecordingTransport:
         return RecordingTransport(httpx.MockTransport(self.handle))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.lstrip("/")
-        for method, pattern, handler in self._routes:
+        for method, pattern, handler in _ROUTES:
             match = pattern.fullmatch(path)
             if method == request.method and match:
-                return handler(request, **match.groupdict())
+                answer: httpx.Response = getattr(self, handler)(request, **match.groupdict())
+                return answer
         log.warning("Execution API call not available in standalone mode", method=request.method, path=path)
         return _error(404, f"{request.method} {path} is not available in standalone mode")
 

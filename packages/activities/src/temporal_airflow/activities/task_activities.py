@@ -71,7 +71,9 @@ class TaskActivities:
         activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
         task = dataclasses.replace(task, upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms))
         try:
-            result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path)
+            result: TaskExecutionResult = await run_in_child(
+                "task", task, log_path=log_path, dag=(task.dag_path, task.run.dag_id)
+            )
         except ChildFailed as err:
             raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind == TASK_PROCESS_DIED_ERROR) from None
         return await self.xcom_refs.offload(result)

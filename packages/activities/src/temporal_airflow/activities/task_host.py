@@ -5,11 +5,20 @@ activity worker is multi-threaded (Temporal's core runs threads), so it must not
 it starts this host once (``python -m temporal_airflow.activities.task_host``) and asks it, over
 stdin/stdout JSON lines, to fork children:
 
-* request  ``{"id", "kind", "payload_path", "result_path", "log_path"}``
+* request  ``{"id", "kind", "payload_path", "result_path", "log_path", "dag": [path, dag_id] | null}``
 * replies  ``{"id", "pid"}`` when the child started, ``{"id", "exit"}`` when it ended.
 
 Payloads and results are pickles in files the worker owns. When its stdin closes (the worker died),
 the host terminates its children and exits, so a crashed worker never leaves tasks running.
+
+Parsing the DAG file (importing what it imports, building its tasks) is most of a short try's cost, so a
+request naming its DAG goes to that DAG's *zygote*: a child of the host that parsed the file once (per
+path, DAG id, modification time and size: an edited file gets a new zygote) and forks the tries, each
+from a pristine copy of the parsed DAG. The parse happens outside the host, so a DAG file that crashes
+or hangs on import never takes the host, or other DAGs' tries, down: a zygote that dies hands the tries
+it had not started back to the host, which forks them the plain way (they parse the file themselves and
+report what went wrong), and that file gets no zygote again. A few zygotes are kept, the least recently
+used retired first. Child exits wake the loops through ``SIGCHLD``, so an ended try is reported at once.
 """
 
 from __future__ import annotations
@@ -21,10 +30,21 @@ import pickle
 import select
 import signal
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
+#: DAG files with a zygote at once, at most.
+MAX_ZYGOTES = 8
 
-def _child(request: dict[str, Any]) -> int:
+#: A request as read from the worker (or handed on to a zygote).
+Request = dict[str, Any]
+#: Which parsed DAG a zygote holds: path, DAG id, modification time (ns) and size of the file.
+DagKey = tuple[str, str, int, int]
+
+_stop: list[int] = []
+
+
+def _child(request: Request) -> int:
     from temporal_airflow.activities.task_process import child_main
 
     with open(request["payload_path"], "rb") as fh:
@@ -49,69 +69,273 @@ def _die_with_parent(sig: int) -> None:
         pass
 
 
-_replies: Any = None
+def _wake_on_signals() -> int:
+    """A pipe that becomes readable when a signal arrives (a child ended, SIGTERM); its read end."""
+    readable, writable = os.pipe()
+    os.set_blocking(readable, False)
+    os.set_blocking(writable, False)
+    signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, _frame: None)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: _stop.append(signum))
+    return readable
 
 
-def _reply(message: dict[str, Any]) -> None:
-    _replies.write(json.dumps(message) + "\n")
-    _replies.flush()
+def _drain(fd: int) -> bytes:
+    """Whatever ``fd`` (non-blocking) holds now; ``b""`` at its end or when empty."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    return data
 
 
-def serve() -> None:
-    """Read requests until stdin closes; fork a child for each."""
-    global _replies
-    # Replies get a private copy of stdout; anything else printed (library logs) goes to stderr.
-    _replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    import temporal_airflow.activities.task_process  # noqa: F401  (warm the imports)
-    from temporal_airflow.activities.task_process import preload
+def _send(fd: int, message: dict[str, Any]) -> None:
+    """One line in one write: lines from several writers never interleave (a line is far below PIPE_BUF)."""
+    os.write(fd, (json.dumps(message) + "\n").encode())
 
-    _die_with_parent(signal.SIGTERM)
-    stop: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))
-    preload()
+
+@dataclass
+class _Lines:
+    """JSON lines arriving on a pipe."""
+
+    fd: int
+    buffer: bytes = b""
+    closed: bool = False
+
+    def read(self) -> list[Request]:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            self.closed = True
+        return self._split(chunk)
+
+    def read_rest(self) -> list[Request]:
+        return self._split(_drain(self.fd))
+
+    def _split(self, chunk: bytes) -> list[Request]:
+        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _fork_try(request: Request) -> int:
+    """Fork the child of one request, in its own process group, dying with its parent."""
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent(signal.SIGKILL)
+        code = 1
+        try:
+            code = _child(request)
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reaped() -> list[tuple[int, int]]:
+    """Children of this process that ended since last asked: (pid, exit code)."""
+    ended: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+def _zygote(requests: int, replies: int, dag_path: str, dag_id: str) -> None:
+    """Parse the DAG, then fork a try per request until told to retire (and its tries ended) or killed."""
+    from temporal_airflow.activities.task_process import parse_ahead
+
+    wake = _wake_on_signals()
+    parse_ahead(dag_path, dag_id)
+    lines = _Lines(requests)
     children: dict[int, str] = {}
-    stdin = sys.stdin.fileno()
-    buffer = b""
-    while not stop:
-        readable, _, _ = select.select([stdin], [], [], 0.02)
-        if readable:
-            chunk = os.read(stdin, 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                request = json.loads(line)
-                pid = os.fork()
-                if pid == 0:
-                    os.setpgid(0, 0)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    _die_with_parent(signal.SIGKILL)
-                    code = 1
-                    try:
-                        code = _child(request)
-                    finally:
-                        os._exit(code)
+    retiring = False
+    while not _stop and not (retiring and not children):
+        readable, _, _ = select.select([requests, wake], [], [], 1.0)
+        _drain(wake)
+        if requests in readable:
+            for request in lines.read():
+                if request.get("retire"):
+                    retiring = True
+                    continue
+                pid = _fork_try(request)
                 children[pid] = request["id"]
-                _reply({"id": request["id"], "pid": pid})
-        _reap(children)
+                _send(replies, {"id": request["id"], "pid": pid})
+            retiring = retiring or lines.closed
+        for pid, code in _reaped():
+            if (request_id := children.pop(pid, None)) is not None:
+                _send(replies, {"id": request_id, "exit": code})
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
 
 
-def _reap(children: dict[int, str]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+@dataclass
+class _Zygote:
+    """The host's side of one zygote."""
+
+    key: DagKey
+    pid: int
+    requests: int
+    replies: _Lines
+    #: Handed to the zygote, not started yet (a zygote that dies hands them back).
+    waiting: dict[str, Request] = field(default_factory=dict)
+    #: Started by the zygote, not ended yet.
+    running: set[str] = field(default_factory=set)
+    retired: bool = False
+    last_used: int = 0
+
+
+class _Host:
+    """Routes the worker's requests to zygotes or forks them itself; forwards every reply."""
+
+    def __init__(self, replies: Any) -> None:
+        self._replies = replies
+        self.children: dict[int, str] = {}
+        self.zygotes: dict[int, _Zygote] = {}
+        self.without_zygote: set[DagKey] = set()
+        self._uses = 0
+
+    def reply(self, message: dict[str, Any]) -> None:
+        self._replies.write(json.dumps(message) + "\n")
+        self._replies.flush()
+
+    def start(self, request: Request) -> None:
+        key = _dag_key(request.get("dag"))
+        if key is None or key in self.without_zygote:
+            self._fork(request)
             return
+        zygote = next((z for z in self.zygotes.values() if z.key == key and not z.retired), None) or self._spawn(key)
+        self._uses += 1
+        zygote.last_used = self._uses
+        zygote.waiting[request["id"]] = request
+        with contextlib.suppress(OSError):  # a zygote that just died hands it back when reaped
+            _send(zygote.requests, request)
+
+    def _fork(self, request: Request) -> None:
+        pid = _fork_try(request)
+        self.children[pid] = request["id"]
+        self.reply({"id": request["id"], "pid": pid})
+
+    def _spawn(self, key: DagKey) -> _Zygote:
+        active = [z for z in self.zygotes.values() if not z.retired]
+        for old in active:
+            if old.key[:2] == key[:2]:
+                self._retire(old)  # the file changed: its tries to come parse the new version
+        active = [z for z in active if not z.retired]
+        if len(active) >= MAX_ZYGOTES:
+            self._retire(min(active, key=lambda z: z.last_used))
+        to_zygote, from_host = os.pipe()
+        from_zygote, to_host = os.pipe()
+        pid = os.fork()
         if pid == 0:
-            return
-        request_id = children.pop(pid, None)
-        if request_id is not None:
-            _reply({"id": request_id, "exit": os.waitstatus_to_exitcode(status)})
+            os.setpgid(0, 0)
+            _die_with_parent(signal.SIGKILL)
+            code = 1
+            try:
+                _zygote(to_zygote, to_host, key[0], key[1])
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_zygote)
+        os.close(to_host)
+        os.set_blocking(from_zygote, False)
+        zygote = _Zygote(key=key, pid=pid, requests=from_host, replies=_Lines(from_zygote))
+        self.zygotes[pid] = zygote
+        return zygote
+
+    def _retire(self, zygote: _Zygote) -> None:
+        zygote.retired = True
+        with contextlib.suppress(OSError):
+            _send(zygote.requests, {"retire": True})
+
+    @property
+    def zygote_replies(self) -> list[int]:
+        return [z.replies.fd for z in self.zygotes.values()]
+
+    def forward(self, fd: int) -> None:
+        zygote = next(z for z in self.zygotes.values() if z.replies.fd == fd)
+        self._forward(zygote, zygote.replies.read())
+
+    def _forward(self, zygote: _Zygote, messages: list[Request]) -> None:
+        for message in messages:
+            if "pid" in message:
+                zygote.waiting.pop(message["id"], None)
+                zygote.running.add(message["id"])
+            else:
+                zygote.running.discard(message["id"])
+            self.reply(message)
+
+    def reap(self) -> None:
+        for pid, code in _reaped():
+            if (request_id := self.children.pop(pid, None)) is not None:
+                self.reply({"id": request_id, "exit": code})
+            elif (zygote := self.zygotes.pop(pid, None)) is not None:
+                self._zygote_ended(zygote)
+
+    def _zygote_ended(self, zygote: _Zygote) -> None:
+        self._forward(zygote, zygote.replies.read_rest())
+        os.close(zygote.requests)
+        os.close(zygote.replies.fd)
+        if not zygote.retired:
+            self.without_zygote.add(zygote.key)
+        for request_id in sorted(zygote.running):
+            self.reply({"id": request_id, "exit": -signal.SIGKILL})  # they died with their zygote
+        for request in zygote.waiting.values():
+            self._fork(request)
+
+    def stop(self) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        for pid in self.zygotes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _dag_key(dag: list[str] | None) -> DagKey | None:
+    """The zygote a DAG's tries go to; ``None`` (fork plainly) when its file cannot be read."""
+    if not dag:
+        return None
+    try:
+        stat = os.stat(dag[0])
+    except OSError:
+        return None
+    return dag[0], dag[1], stat.st_mtime_ns, stat.st_size
+
+
+def serve() -> None:
+    """Read requests until stdin closes; start a child for each."""
+    # Replies get a private copy of stdout; anything else printed (library logs) goes to stderr.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    import temporal_airflow.activities.task_process  # noqa: F401  (warm the imports)
+    from temporal_airflow.activities.task_process import preload
+
+    _die_with_parent(signal.SIGTERM)
+    wake = _wake_on_signals()
+    preload()
+    host = _Host(replies)
+    stdin = _Lines(sys.stdin.fileno())
+    while not _stop and not stdin.closed:
+        readable, _, _ = select.select([stdin.fd, wake, *host.zygote_replies], [], [], 1.0)
+        _drain(wake)
+        for fd in readable:
+            if fd == stdin.fd:
+                for request in stdin.read():
+                    host.start(request)
+            elif fd != wake:
+                host.forward(fd)
+        host.reap()
+    host.stop()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ trigger: :mod:`temporal_airflow.activities.trigger_activities`).
 A fresh process per try keeps tries apart: module globals of the Task SDK's runner, the DAG file's
 own globals, environment variables and signal handlers never leak between concurrent tasks, and a
 task that hangs or crashes takes nothing else down. Children are forked from a *forkserver* that has
-Airflow pre-imported, so a try starts in milliseconds rather than seconds.
+Airflow pre-imported, so a try starts in milliseconds rather than seconds; a try of a DAG the host has
+seen is forked from a process that already parsed its file (:mod:`temporal_airflow.activities.task_host`),
+so each try starts from its own pristine copy of the parsed DAG instead of importing the file again.
 
 Whatever a child sends back may enter workflow history, so its error texts go through Airflow's secrets
 masker first: the passwords of the connections and the values of the sensitive variables the task read
@@ -13,6 +15,8 @@ masker first: the passwords of the connections and the values of the sensitive v
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import socket
 import traceback
@@ -46,10 +50,15 @@ class ChildError(Exception):
         self.kind = kind
 
 
+#: DAGs this process parsed ahead of the tries forked from it: (path, DAG id) -> the DAG.
+_parsed: dict[tuple[str, str | None], Any] = {}
+
+
 def load_dag(dag_path: str, dag_id: str | None) -> Any:
     """Parse a DAG file with Airflow's DagBag; import errors name the file and the error.
 
     Only files inside the worker's DAG folders are imported (:mod:`temporal_airflow.activities.dag_paths`).
+    A DAG :func:`parse_ahead` parsed before this process was forked is not parsed again.
     """
     from airflow.dag_processing.dagbag import DagBag
 
@@ -57,6 +66,8 @@ def load_dag(dag_path: str, dag_id: str | None) -> Any:
         check_dag_path(dag_path)
     except DagPathRefused as err:
         raise ChildError(DAG_OUTSIDE_FOLDERS_ERROR, str(err)) from None
+    if (parsed := _parsed.get((dag_path, dag_id))) is not None:
+        return parsed
     if not os.path.exists(dag_path):
         raise ChildError(DAG_IMPORT_ERROR, f"DAG file not found: {dag_path}")
     bag = DagBag(dag_folder=dag_path, safe_mode=False)
@@ -72,6 +83,21 @@ def load_dag(dag_path: str, dag_id: str | None) -> Any:
         found = ", ".join(sorted(bag.dags)) or "none"
         raise ChildError(DAG_NOT_FOUND_ERROR, f"DAG {dag_id!r} not found in {dag_path} (found: {found})")
     return bag.dags[dag_id]
+
+
+def parse_ahead(dag_path: str, dag_id: str | None) -> None:
+    """Parse a DAG file for the tries this process will fork. A file that fails to parse is left for
+    each try to parse again and report, as without this."""
+    try:
+        _parsed[(dag_path, dag_id)] = load_dag(dag_path, dag_id)
+    except Exception:  # the tries report it
+        return
+
+
+@functools.cache
+def hostname() -> str:
+    """This machine's name as tries report it (looked up once, in the task host)."""
+    return socket.getfqdn()
 
 
 def serialize_dag_file(task: LoadDagFileInput) -> dict[str, Any]:
@@ -204,7 +230,7 @@ def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid
         ti.next_method, ti.next_kwargs = task.next_method, task.next_kwargs
         ti.trigger_id = None
         ti.queued_dttm = datetime.now(UTC)
-        ti.hostname = socket.getfqdn()
+        ti.hostname = hostname()
         session.flush()
         ti_id, dag_version_id = ti.id, ti.dag_version_id
     api = in_process_api_server()
@@ -237,7 +263,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
     from airflow.sdk.execution_time.supervisor import run_task_in_process
 
     started = datetime.now(UTC)
-    hostname = socket.getfqdn()
+    host = hostname()
 
     def failed(error: str, tb: str | None = None) -> TaskExecutionResult:
         return TaskExecutionResult(
@@ -249,7 +275,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
             end_date=datetime.now(UTC),
             error=error,
             traceback=tb,
-            hostname=hostname,
+            hostname=host,
         )
 
     try:
@@ -302,7 +328,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         traceback=None
         if error is None
         else "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-        hostname=hostname,
+        hostname=host,
         reschedule_date=None if reported.reschedule_date is None else datetime.fromisoformat(reported.reschedule_date),
         deferral=None if reported.deferral is None else describe_deferral(reported.deferral, ended),
     )
@@ -326,17 +352,33 @@ def _without_secrets(result: TaskExecutionResult) -> TaskExecutionResult:
     return result
 
 
+#: What every try imports, imported once in the task host: Airflow's parser and task runner, the Task
+#: SDK's decorators (and the standard provider's operators they bring), the template environment's
+#: extensions, the codec httpx looks host names up with.
+_WARM_MODULES = (
+    "airflow.dag_processing.dagbag",
+    "airflow.sdk.execution_time.supervisor",
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.sdk.definitions.asset.metadata",
+    "airflow.sdk.definitions.decorators",
+    "airflow.serialization.serialized_objects",
+    "encodings.idna",
+    "httpx",
+    "jinja2.ext",
+)
+
+
 def preload() -> None:
     """Import (and build) what every child needs, once, in the task host, so forks start warm."""
-    import airflow.dag_processing.dagbag
-    import airflow.sdk.execution_time.supervisor
-    import airflow.sdk.execution_time.task_runner
-    import airflow.serialization.serialized_objects  # noqa: F401
-    import httpx  # noqa: F401
+    for module in _WARM_MODULES:
+        importlib.import_module(module)
+    from airflow.sdk.plugins_manager import integrate_macros_plugins
 
     # Airflow's in-process Execution API sits on Starlette's TestClient, which warns about httpx on
     # every start; the warning is about Airflow's internals, not the user's DAG, so keep logs clean.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    integrate_macros_plugins()  # loads Airflow's plugins (tens of ms a try otherwise)
+    hostname()
     if os.environ.get("TEMPORAL_AIRFLOW_PRELOAD_EXECUTION_API", "1") == "1":
         _build_execution_api()
 

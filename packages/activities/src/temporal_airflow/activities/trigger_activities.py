@@ -112,7 +112,9 @@ async def run_airflow_trigger(trigger_input: TriggerInput) -> TriggerOutcome:
     trigger = trigger_input.deferral.classpath
     activity.logger.info("Waiting for %s of %s.%s try %s", trigger, task.run.dag_id, task.task_id, task.try_number)
     try:
-        outcome: TriggerOutcome = await run_in_child("trigger", trigger_input, log_path=task_log_path(task))
+        outcome: TriggerOutcome = await run_in_child(
+            "trigger", trigger_input, log_path=task_log_path(task), dag=(task.dag_path, task.run.dag_id)
+        )
     except ChildFailed as err:
         raise ApplicationError(str(err), type=TRIGGER_FAILED_ERROR, non_retryable=True) from None
     return outcome

@@ -1,0 +1,86 @@
+"""The task host forks a DAG's tries from a process that parsed the DAG file once: each try still starts
+from a pristine parse, an edited file is parsed again, and a file that kills its parser fails its own
+tries only."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from temporal_airflow.activities.child import ChildFailed, run_in_child
+from temporal_airflow.models import TASK_PROCESS_DIED_ERROR, ActivityTaskInput, RunContext, TaskExecutionResult
+
+DAG = """
+import pendulum
+from airflow.sdk import dag, task
+{prelude}
+SEEN = []
+
+@dag(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+def d():
+    @task
+    def probe() -> str:
+        SEEN.append(1)
+        return "{answer} " + str(len(SEEN))
+
+    probe()
+
+d()
+"""
+
+
+def write_dag(path: Path, answer: str, prelude: str = "") -> None:
+    path.write_text(DAG.format(dag_id=path.stem, answer=answer, prelude=prelude))
+
+
+async def run_try(path: Path) -> TaskExecutionResult:
+    now = datetime.now(UTC)
+    run = RunContext(
+        dag_id=path.stem, run_id=f"manual__{uuid.uuid4().hex}", run_type="manual", run_after=now, start_date=now
+    )
+    task = ActivityTaskInput(
+        dag_path=str(path), task_id="probe", map_index=-1, try_number=1, max_tries=0, run=run, upstream_xcoms=[]
+    )
+    log_path = str(path.parent / f"{uuid.uuid4().hex}.log")
+    result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag=(str(path), path.stem))
+    return result
+
+
+def returned(result: TaskExecutionResult) -> str:
+    assert result.state == "success", result.error
+    return next(x.value_json for x in result.xcoms if x.key == "return_value")
+
+
+async def test_the_file_is_parsed_once_and_every_try_starts_from_a_pristine_parse(tmp_path: Path) -> None:
+    path = tmp_path / f"pristine_{uuid.uuid4().hex[:8]}.py"
+    parses = tmp_path / "parses"
+    write_dag(path, "first", prelude=f"open({str(parses)!r}, 'a').write('parsed\\n')")
+    answers = [returned(await run_try(path)) for _ in range(3)]
+    assert answers == ['"first 1"'] * 3  # no try sees what an earlier one left in the DAG's globals
+    assert parses.read_text() == "parsed\n"
+
+
+async def test_an_edited_dag_file_is_parsed_again(tmp_path: Path) -> None:
+    path = tmp_path / f"edited_{uuid.uuid4().hex[:8]}.py"
+    write_dag(path, "before")
+    assert returned(await run_try(path)) == '"before 1"'
+    write_dag(path, "after, edited")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert returned(await run_try(path)) == '"after, edited 1"'
+
+
+async def test_a_dag_file_that_kills_its_parser_fails_its_own_tries_only(tmp_path: Path) -> None:
+    deadly = tmp_path / f"deadly_{uuid.uuid4().hex[:8]}.py"
+    write_dag(deadly, "never", prelude="import os\nos._exit(3)")
+    for _ in range(2):  # the second try goes straight to a plain fork
+        with pytest.raises(ChildFailed) as failed:
+            await run_try(deadly)
+        assert failed.value.kind == TASK_PROCESS_DIED_ERROR
+    healthy = tmp_path / f"healthy_{uuid.uuid4().hex[:8]}.py"
+    write_dag(healthy, "alive")
+    assert returned(await run_try(healthy)) == '"alive 1"'
