@@ -7,10 +7,12 @@ Everything a user sees is checked through Airflow's REST API.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -324,3 +326,24 @@ async def test_depends_on_past_waits_for_the_previous_run_in_airflows_db(
     history = await handle.fetch_history()
     assert_healthy(history)
     record_history("deep_depends_on_past", history)
+
+
+async def test_a_run_that_succeeds_in_time_prunes_its_deadlines_as_airflow_does(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    """Airflow removes a successful run's Deadline rows that were not missed (so no miss callback fires for
+    it later); a failed run keeps them, for the scheduler to handle."""
+
+    def deadlines(run_id: str) -> int:
+        path = f"{api.base}/ui/dags/deep_deadline/dagRuns/{urllib.parse.quote(run_id, safe='')}/deadlines"
+        with urllib.request.urlopen(path, timeout=30) as response:
+            return int(json.loads(response.read())["total_entries"])
+
+    now = datetime.now(UTC)
+    failed = await (await start_deep(client, queues, "deep_deadline", logical_date=now, conf={"fail": True})).result()
+    succeeded = await (
+        await start_deep(client, queues, "deep_deadline", logical_date=now + timedelta(seconds=1))
+    ).result()
+    assert (failed.state, succeeded.state) == ("failed", "success")
+    assert deadlines(failed.run_id) == 1  # created with the run, as Airflow creates it
+    assert deadlines(succeeded.run_id) == 0

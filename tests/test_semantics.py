@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 DAGS = TEST_DAGS / "semantics.py"
 ASSET_PAIR = Path(__file__).parent / "conformance_dags" / "asset_pair.py"
+DEADLINE_DAG = Path(__file__).parent / "deep_dags" / "deep_deadline.py"
 
 
 def _scheduled(history: WorkflowHistory) -> list:
@@ -95,3 +96,11 @@ async def test_standalone_result_lists_the_assets_its_tasks_updated(dag_runner: 
     assert result.state == "success"
     uri = "file:///tmp/temporal-airflow-conformance/report.csv"
     assert result.asset_updates == [AssetUpdate(uri=uri, name=uri, task_id="write_report")]
+
+
+async def test_a_dag_with_a_deadline_alert_runs(dag_runner: DagRunner) -> None:
+    """Deadline alerts are Airflow scheduler business (deep mode); standalone runs such a DAG unchanged."""
+    handle = await dag_runner.start(DEADLINE_DAG)
+    result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert states(result) == {"work": "success"}
+    assert_healthy(await handle.fetch_history())

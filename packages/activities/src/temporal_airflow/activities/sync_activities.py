@@ -316,6 +316,24 @@ def sync_dagrun_status(update: DagRunStatusSync) -> None:
         run.set_state(DagRunState(update.state))
         if update.end_date is not None:
             run.end_date = update.end_date
+        if run.state == DagRunState.SUCCESS:
+            _prune_deadlines(run, session)
+
+
+def _prune_deadlines(run: Any, session: Any) -> None:
+    """A run that succeeded no longer needs its Deadline alerts that were not missed: removed exactly as
+    Airflow's ``DagRun.update_state`` does, so the scheduler never fires a miss for a run done in time."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.deadline import Deadline
+    from airflow.models.deadline_alert import DeadlineAlert
+    from airflow.serialization.definitions.deadline import SerializedReferenceModels
+
+    dag = _scheduler_dag(run.dag_id, session).dag
+    if not dag.deadline:
+        return
+    alerts = [DeadlineAlert.get_by_id(alert_id, session=session) for alert_id in dag.deadline]
+    if any(alert.reference_class in SerializedReferenceModels.TYPES.DAGRUN for alert in alerts):
+        Deadline.prune_deadlines(session=session, conditions={DagRun.id: run.id})
 
 
 SYNC_ACTIVITIES: list[Callable[..., Any]] = [

@@ -277,6 +277,9 @@ class LocalDagRun:
         self._session: Session = sessionmaker(bind=self._engine, class_=_RunSession, expire_on_commit=False)()
         self.serialized_dag = serialized_dag
         self.dag = DagSerialization.from_dict(serialized_dag)
+        # Deadline alerts live in Airflow's DB, not this one: deep mode's scheduler fires their misses and
+        # the final sync prunes them as Airflow would (standalone mode has no scheduler to fire them).
+        self.dag.deadline = None
         session = self._session
         session.add(DagBundleModel(name=_BUNDLE))
         # The file's path names it in DAG callback requests.
