@@ -44,7 +44,9 @@ DagKey = tuple[str, str, int, int]
 _stop: list[int] = []
 
 
-def _child(request: Request) -> int:
+def _child(request: Request, replies: int) -> int:
+    """Run the request and write its result; then report it ended (exit 0) on ``replies`` itself, so the
+    worker goes on while this big process is still being torn down."""
     from temporal_airflow.activities.task_process import child_main
 
     with open(request["payload_path"], "rb") as fh:
@@ -54,6 +56,9 @@ def _child(request: Request) -> int:
     with open(tmp, "wb") as fh:
         pickle.dump(outcome, fh)
     os.replace(tmp, request["result_path"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _send(replies, {"id": request["id"], "exit": 0})
     return 0
 
 
@@ -119,8 +124,13 @@ class _Lines:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _fork_try(request: Request) -> int:
-    """Fork the child of one request, in its own process group, dying with its parent."""
+def _fork_try(replies: int, request: Request | None = None) -> tuple[int, int | None]:
+    """Fork the child of one request, in its own process group, dying with its parent. Without a request,
+    a *spare*: it waits for its request on a pipe (the write end is returned) and exits at the pipe's end.
+
+    A child that exits 0 has reported its end on ``replies`` already; its parent reports other exits.
+    """
+    readable, writable = (None, None) if request is not None else os.pipe()
     pid = os.fork()
     if pid == 0:
         os.setpgid(0, 0)
@@ -130,10 +140,27 @@ def _fork_try(request: Request) -> int:
         _die_with_parent(signal.SIGKILL)
         code = 1
         try:
-            code = _child(request)
+            if readable is not None and writable is not None:
+                os.close(writable)
+                request = _await_request(readable)
+            code = 0 if request is None else _child(request, replies)
         finally:
             os._exit(code)
-    return pid
+    if readable is not None:
+        os.close(readable)
+    return pid, writable
+
+
+def _await_request(fd: int) -> Request | None:
+    """A spare's request, or ``None`` when its zygote closed the pipe without one."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        data += chunk
+    request: Request = json.loads(data)
+    return request
 
 
 def _reaped() -> list[tuple[int, int]]:
@@ -150,13 +177,15 @@ def _reaped() -> list[tuple[int, int]]:
 
 
 def _zygote(requests: int, replies: int, dag_path: str, dag_id: str) -> None:
-    """Parse the DAG, then fork a try per request until told to retire (and its tries ended) or killed."""
+    """Parse the DAG, then hand each request to a spare try forked ahead (and fork the next spare), until
+    told to retire (and its tries ended) or killed."""
     from temporal_airflow.activities.task_process import parse_ahead
 
     wake = _wake_on_signals()
     parse_ahead(dag_path, dag_id)
     lines = _Lines(requests)
     children: dict[int, str] = {}
+    spare_pid, spare = _fork_try(replies)
     retiring = False
     while not _stop and not (retiring and not children):
         readable, _, _ = select.select([requests, wake], [], [], 1.0)
@@ -166,14 +195,19 @@ def _zygote(requests: int, replies: int, dag_path: str, dag_id: str) -> None:
                 if request.get("retire"):
                     retiring = True
                     continue
-                pid = _fork_try(request)
-                children[pid] = request["id"]
-                _send(replies, {"id": request["id"], "pid": pid})
+                children[spare_pid] = request["id"]
+                _send(replies, {"id": request["id"], "pid": spare_pid})
+                assert spare is not None
+                _send(spare, request)
+                os.close(spare)
+                spare_pid, spare = _fork_try(replies)
             retiring = retiring or lines.closed
         for pid, code in _reaped():
-            if (request_id := children.pop(pid, None)) is not None:
+            if (request_id := children.pop(pid, None)) is not None and code != 0:
                 _send(replies, {"id": request_id, "exit": code})
-    for pid in children:
+    if spare is not None:
+        os.close(spare)
+    for pid in [spare_pid, *children]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
 
@@ -221,7 +255,7 @@ class _Host:
             _send(zygote.requests, request)
 
     def _fork(self, request: Request) -> None:
-        pid = _fork_try(request)
+        pid, _ = _fork_try(self._replies.fileno(), request)
         self.children[pid] = request["id"]
         self.reply({"id": request["id"], "pid": pid})
 
@@ -277,7 +311,8 @@ class _Host:
     def reap(self) -> None:
         for pid, code in _reaped():
             if (request_id := self.children.pop(pid, None)) is not None:
-                self.reply({"id": request_id, "exit": code})
+                if code != 0:
+                    self.reply({"id": request_id, "exit": code})
             elif (zygote := self.zygotes.pop(pid, None)) is not None:
                 self._zygote_ended(zygote)
 
