@@ -46,7 +46,7 @@ async def run_try(path: Path) -> TaskExecutionResult:
         dag_path=str(path), task_id="probe", map_index=-1, try_number=1, max_tries=0, run=run, upstream_xcoms=[]
     )
     log_path = str(path.parent / f"{uuid.uuid4().hex}.log")
-    result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag=(str(path), path.stem))
+    result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag_path=str(path))
     return result
 
 

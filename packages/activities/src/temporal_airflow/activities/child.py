@@ -76,7 +76,7 @@ class TaskHost:
                 if not future.done():
                     future.set_exception(ChildFailed("ChildProcessError", "task host exited"))
 
-    async def run(self, kind: str, payload: Any, log_path: str | None, dag: tuple[str, str] | None = None) -> Any:
+    async def run(self, kind: str, payload: Any, log_path: str | None, dag_path: str | None = None) -> Any:
         process = await self.ensure_started()
         request_id = uuid.uuid4().hex
         payload_path = os.path.join(self.workdir, f"{request_id}.in")
@@ -94,7 +94,7 @@ class TaskHost:
             "payload_path": payload_path,
             "result_path": result_path,
             "log_path": log_path,
-            "dag": dag,
+            "dag_path": dag_path,
         }
         assert process.stdin is not None
         process.stdin.write((json.dumps(request) + "\n").encode())
@@ -185,9 +185,9 @@ async def warm_up() -> None:
     await task_host().ensure_started()
 
 
-async def run_in_child(kind: str, payload: Any, log_path: str | None = None, dag: tuple[str, str] | None = None) -> Any:
+async def run_in_child(kind: str, payload: Any, log_path: str | None = None, dag_path: str | None = None) -> Any:
     """Run ``kind`` (``"task"``, ``"trigger"`` or ``"dag"``) on ``payload`` in a fresh child; return its value.
 
-    ``dag`` (DAG file, DAG id) names the DAG the child works on: it is forked already parsed.
+    ``dag_path`` names the DAG file the child works on: it is forked with the file already parsed.
     """
-    return await task_host().run(kind, payload, log_path, dag)
+    return await task_host().run(kind, payload, log_path, dag_path)

@@ -54,7 +54,7 @@ class TaskActivities:
     async def load_dag_file(self, task: LoadDagFileInput) -> LoadDagFileResult:
         """Parse a DAG file; an import error or unknown DAG id is a non-retryable error naming both."""
         try:
-            value = await run_in_child("dag", task)
+            value = await run_in_child("dag", task, dag_path=task.dag_path)
         except ChildFailed as err:
             raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind != "ChildProcessError") from None
         return LoadDagFileResult(**value)
@@ -71,9 +71,7 @@ class TaskActivities:
         activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
         task = dataclasses.replace(task, upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms))
         try:
-            result: TaskExecutionResult = await run_in_child(
-                "task", task, log_path=log_path, dag=(task.dag_path, task.run.dag_id)
-            )
+            result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag_path=task.dag_path)
         except ChildFailed as err:
             raise ApplicationError(str(err), type=err.kind, non_retryable=err.kind == TASK_PROCESS_DIED_ERROR) from None
         return await self.xcom_refs.offload(result)

@@ -5,20 +5,22 @@ activity worker is multi-threaded (Temporal's core runs threads), so it must not
 it starts this host once (``python -m temporal_airflow.activities.task_host``) and asks it, over
 stdin/stdout JSON lines, to fork children:
 
-* request  ``{"id", "kind", "payload_path", "result_path", "log_path", "dag": [path, dag_id] | null}``
+* request  ``{"id", "kind", "payload_path", "result_path", "log_path", "dag_path"}`` (``dag_path`` may be null)
 * replies  ``{"id", "pid"}`` when the child started, ``{"id", "exit"}`` when it ended.
 
 Payloads and results are pickles in files the worker owns. When its stdin closes (the worker died),
 the host terminates its children and exits, so a crashed worker never leaves tasks running.
 
 Parsing the DAG file (importing what it imports, building its tasks) is most of a short try's cost, so a
-request naming its DAG goes to that DAG's *zygote*: a child of the host that parsed the file once (per
-path, DAG id, modification time and size: an edited file gets a new zygote) and forks the tries, each
-from a pristine copy of the parsed DAG. The parse happens outside the host, so a DAG file that crashes
-or hangs on import never takes the host, or other DAGs' tries, down: a zygote that dies hands the tries
-it had not started back to the host, which forks them the plain way (they parse the file themselves and
-report what went wrong), and that file gets no zygote again. A few zygotes are kept, the least recently
-used retired first. Child exits wake the loops through ``SIGCHLD``, so an ended try is reported at once.
+request naming its DAG file goes to that file's *zygote*: a child of the host that parsed the file once
+(per path, modification time and size: an edited file gets a new zygote) and forks the children (the
+run's DAG parse, its tries, its triggers), each from a pristine copy of the parsed DAGs; it keeps one
+spare child forked ahead, and a child reports its own end once its result is written, so neither a fork
+nor a big process's teardown sits between two tasks. The parse happens outside the host, so a DAG file
+that crashes or hangs on import never takes the host, or other DAGs' tries, down: a zygote that dies
+hands the requests it had not started back to the host, which forks them the plain way (they parse the
+file themselves and report what went wrong), and that file gets no zygote again. A few zygotes are kept,
+the least recently used retired first. Child exits wake the loops through ``SIGCHLD``.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ MAX_ZYGOTES = 8
 
 #: A request as read from the worker (or handed on to a zygote).
 Request = dict[str, Any]
-#: Which parsed DAG a zygote holds: path, DAG id, modification time (ns) and size of the file.
-DagKey = tuple[str, str, int, int]
+#: Which parsed DAG file a zygote holds: its path, modification time (ns) and size.
+DagKey = tuple[str, int, int]
 
 _stop: list[int] = []
 
@@ -176,13 +178,13 @@ def _reaped() -> list[tuple[int, int]]:
         ended.append((pid, os.waitstatus_to_exitcode(status)))
 
 
-def _zygote(requests: int, replies: int, dag_path: str, dag_id: str) -> None:
+def _zygote(requests: int, replies: int, dag_path: str) -> None:
     """Parse the DAG, then hand each request to a spare try forked ahead (and fork the next spare), until
     told to retire (and its tries ended) or killed."""
     from temporal_airflow.activities.task_process import parse_ahead
 
     wake = _wake_on_signals()
-    parse_ahead(dag_path, dag_id)
+    parse_ahead(dag_path)
     lines = _Lines(requests)
     children: dict[int, str] = {}
     spare_pid, spare = _fork_try(replies)
@@ -243,7 +245,7 @@ class _Host:
         self._replies.flush()
 
     def start(self, request: Request) -> None:
-        key = _dag_key(request.get("dag"))
+        key = _dag_key(request.get("dag_path"))
         if key is None or key in self.without_zygote:
             self._fork(request)
             return
@@ -262,7 +264,7 @@ class _Host:
     def _spawn(self, key: DagKey) -> _Zygote:
         active = [z for z in self.zygotes.values() if not z.retired]
         for old in active:
-            if old.key[:2] == key[:2]:
+            if old.key[0] == key[0]:
                 self._retire(old)  # the file changed: its tries to come parse the new version
         active = [z for z in active if not z.retired]
         if len(active) >= MAX_ZYGOTES:
@@ -275,7 +277,7 @@ class _Host:
             _die_with_parent(signal.SIGKILL)
             code = 1
             try:
-                _zygote(to_zygote, to_host, key[0], key[1])
+                _zygote(to_zygote, to_host, key[0])
                 code = 0
             finally:
                 os._exit(code)
@@ -336,15 +338,15 @@ class _Host:
                 os.kill(pid, signal.SIGTERM)
 
 
-def _dag_key(dag: list[str] | None) -> DagKey | None:
-    """The zygote a DAG's tries go to; ``None`` (fork plainly) when its file cannot be read."""
-    if not dag:
+def _dag_key(dag_path: str | None) -> DagKey | None:
+    """The zygote a DAG file's children go to; ``None`` (fork plainly) when the file cannot be read."""
+    if not dag_path:
         return None
     try:
-        stat = os.stat(dag[0])
+        stat = os.stat(dag_path)
     except OSError:
         return None
-    return dag[0], dag[1], stat.st_mtime_ns, stat.st_size
+    return dag_path, stat.st_mtime_ns, stat.st_size
 
 
 def serve() -> None:

@@ -50,7 +50,8 @@ class ChildError(Exception):
         self.kind = kind
 
 
-#: DAGs this process parsed ahead of the tries forked from it: (path, DAG id) -> the DAG.
+#: The DAGs of the file this process parsed ahead of the children forked from it: (path, DAG id) -> DAG
+#: (and (path, ``None``) -> DAG when the file defines one DAG).
 _parsed: dict[tuple[str, str | None], Any] = {}
 
 
@@ -60,38 +61,53 @@ def load_dag(dag_path: str, dag_id: str | None) -> Any:
     Only files inside the worker's DAG folders are imported (:mod:`temporal_airflow.activities.dag_paths`).
     A DAG :func:`parse_ahead` parsed before this process was forked is not parsed again.
     """
-    from airflow.dag_processing.dagbag import DagBag
+    _check_path(dag_path)
+    if (parsed := _parsed.get((dag_path, dag_id))) is not None:
+        return parsed
+    dags = _parse(dag_path)
+    if dag_id is None:
+        if len(dags) != 1:
+            found = ", ".join(sorted(dags)) or "none"
+            raise ChildError(DAG_NOT_FOUND_ERROR, f"{dag_path} defines {len(dags)} DAGs ({found}); pass --dag-id")
+        return next(iter(dags.values()))
+    if dag_id not in dags:
+        found = ", ".join(sorted(dags)) or "none"
+        raise ChildError(DAG_NOT_FOUND_ERROR, f"DAG {dag_id!r} not found in {dag_path} (found: {found})")
+    return dags[dag_id]
 
+
+def _check_path(dag_path: str) -> None:
     try:
         check_dag_path(dag_path)
     except DagPathRefused as err:
         raise ChildError(DAG_OUTSIDE_FOLDERS_ERROR, str(err)) from None
-    if (parsed := _parsed.get((dag_path, dag_id))) is not None:
-        return parsed
+
+
+def _parse(dag_path: str) -> dict[str, Any]:
+    """Every DAG of the file, by id."""
+    from airflow.dag_processing.dagbag import DagBag
+
     if not os.path.exists(dag_path):
         raise ChildError(DAG_IMPORT_ERROR, f"DAG file not found: {dag_path}")
     bag = DagBag(dag_folder=dag_path, safe_mode=False)
     if bag.import_errors:
         errors = "; ".join(f"{path}: {err.strip()}" for path, err in bag.import_errors.items())
         raise ChildError(DAG_IMPORT_ERROR, f"DAG file {dag_path} failed to import: {errors}")
-    if dag_id is None:
-        if len(bag.dags) != 1:
-            found = ", ".join(sorted(bag.dags)) or "none"
-            raise ChildError(DAG_NOT_FOUND_ERROR, f"{dag_path} defines {len(bag.dags)} DAGs ({found}); pass --dag-id")
-        return next(iter(bag.dags.values()))
-    if dag_id not in bag.dags:
-        found = ", ".join(sorted(bag.dags)) or "none"
-        raise ChildError(DAG_NOT_FOUND_ERROR, f"DAG {dag_id!r} not found in {dag_path} (found: {found})")
-    return bag.dags[dag_id]
+    return dict(bag.dags)
 
 
-def parse_ahead(dag_path: str, dag_id: str | None) -> None:
-    """Parse a DAG file for the tries this process will fork. A file that fails to parse is left for
-    each try to parse again and report, as without this."""
+def parse_ahead(dag_path: str) -> None:
+    """Parse a DAG file for the children this process will fork. A file that fails to parse is left for
+    each child to parse again and report, as without this."""
     try:
-        _parsed[(dag_path, dag_id)] = load_dag(dag_path, dag_id)
-    except Exception:  # the tries report it
+        _check_path(dag_path)
+        dags = _parse(dag_path)
+    except Exception:  # the children report it
         return
+    for dag_id, dag in dags.items():
+        _parsed[(dag_path, dag_id)] = dag
+    if len(dags) == 1:
+        _parsed[(dag_path, None)] = next(iter(dags.values()))
 
 
 @functools.cache

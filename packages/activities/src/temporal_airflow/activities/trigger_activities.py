@@ -113,7 +113,7 @@ async def run_airflow_trigger(trigger_input: TriggerInput) -> TriggerOutcome:
     activity.logger.info("Waiting for %s of %s.%s try %s", trigger, task.run.dag_id, task.task_id, task.try_number)
     try:
         outcome: TriggerOutcome = await run_in_child(
-            "trigger", trigger_input, log_path=task_log_path(task), dag=(task.dag_path, task.run.dag_id)
+            "trigger", trigger_input, log_path=task_log_path(task), dag_path=task.dag_path
         )
     except ChildFailed as err:
         raise ApplicationError(str(err), type=TRIGGER_FAILED_ERROR, non_retryable=True) from None
