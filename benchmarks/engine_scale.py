@@ -2,6 +2,7 @@
 
     uv run python benchmarks/engine_scale.py [--chain 1000] [--fanout 10000] [--mode standalone|deep|both]
         [--only chain|fanout] [--skip-dag-test]
+    uv run python benchmarks/engine_scale.py --mode dag-test    # Airflow's dag.test() and turn costs only
 
 For a chain of ``--chain`` no-op tasks and a mapped fan-out of ``--fanout`` indexes (plus its producer
 and a reducer), each run through the standalone workflow (an embedded Temporal dev server, workers in
@@ -154,7 +155,7 @@ async def measure(client: Any, mode: str, dag_id: str, start: Callable[[], Await
 async def standalone_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
     """The standalone workflow on an embedded dev server, workflow and activity workers in this process."""
     from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
     from temporal_airflow.models.runtime import connect_client
@@ -164,7 +165,11 @@ async def standalone_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
     with DevServer() as server:
         client = await connect_client(server.address)
         await warm_up()
-        async with create_workflow_worker(client, "scale-wf"), create_activity_worker(client, "scale-act"):
+        async with (
+            create_workflow_worker(client, "scale-wf"),
+            create_activity_worker(client, "scale-act"),
+            create_service_worker(client, "scale-act"),
+        ):
             for dag_id in dag_ids:
                 start = partial(
                     client.start_workflow,
@@ -280,7 +285,12 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1000)
     parser.add_argument("--fanout", type=int, default=2000)
     parser.add_argument("--skip-dag-test", action="store_true", help="do not run Airflow's dag.test() baseline")
-    parser.add_argument("--mode", choices=["standalone", "deep", "both"], default="standalone")
+    parser.add_argument(
+        "--mode",
+        choices=["standalone", "deep", "both", "dag-test"],
+        default="standalone",
+        help="which workflow runs the DAGs (dag-test: only Airflow's dag.test() and the turn costs)",
+    )
     parser.add_argument("--only", action="append", choices=["chain", "fanout"], help="run just this DAG (repeatable)")
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
@@ -295,17 +305,20 @@ def main() -> None:
         runs += asyncio.run(standalone_runs(dag_file, dag_ids))
     if args.mode in ("deep", "both"):
         runs += asyncio.run(deep_runs(dag_file, dag_ids))
-    baseline = {} if args.skip_dag_test else {dag_id: dag_test(dag_file, dag_id) for dag_id in dag_ids}
+    reference = not args.skip_dag_test or args.mode == "dag-test"
+    baseline = {dag_id: dag_test(dag_file, dag_id) for dag_id in dag_ids} if reference else {}
     print(f"\nchain of {args.chain} tasks, fan-out of {args.fanout} mapped indexes")
     header = f"{'mode':<11}{'dag':<14}{'state':>9}{'wall s':>9}{'dag.test s':>12}{'executions':>12}"
     print(header + f"{'max events':>12}{'max MB':>9}{'replay s':>10}")
+    if not runs:
+        print("\n".join(f"{dag_id:<14} dag.test {wall:.1f} s" for dag_id, wall in baseline.items()))
     for run in runs:
         ref = baseline.get(run.dag_id)
         most_events = max(e.events for e in run.executions)
         most_bytes = max(e.bytes for e in run.executions) / 1e6
-        reference = f"{ref:>12.1f}" if ref is not None else f"{'-':>12}"
+        ref_text = f"{ref:>12.1f}" if ref is not None else f"{'-':>12}"
         print(
-            f"{run.mode:<11}{run.dag_id:<14}{run.state:>9}{run.wall:>9.1f}{reference}{len(run.executions):>12}"
+            f"{run.mode:<11}{run.dag_id:<14}{run.state:>9}{run.wall:>9.1f}{ref_text}{len(run.executions):>12}"
             f"{most_events:>12}{most_bytes:>9.2f}{run.replay_seconds:>10.2f}"
         )
     print(f"\nper execution (limits: {EVENT_LIMIT} events, {BYTES_LIMIT / 1e6:.1f} MB, no failed workflow task)")

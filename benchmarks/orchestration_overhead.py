@@ -58,7 +58,7 @@ with create_session() as s:
 
 async def temporal_run(dag_file: Path) -> dict[str, float | str]:
     from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
     from temporal_airflow.models.runtime import connect_client
@@ -68,7 +68,11 @@ async def temporal_run(dag_file: Path) -> dict[str, float | str]:
         await asyncio.sleep(0.5)
         client = await connect_client(server.address)
         await warm_up()
-        async with create_workflow_worker(client, "bench-wf"), create_activity_worker(client, "bench-act"):
+        async with (
+            create_workflow_worker(client, "bench-wf"),
+            create_activity_worker(client, "bench-act"),
+            create_service_worker(client, "bench-act"),
+        ):
             # Warm-up run so both engines are measured with imports done.
             for measured in (False, True):
                 started = time.monotonic()

@@ -91,7 +91,7 @@ def split(history: WorkflowHistory, in_task_ms: dict[str, float], phases: Phases
 
 async def measure(dag_file: Path, runs: int) -> tuple[Phases, list[float]]:
     from temporal_airflow.activities.child import warm_up
-    from temporal_airflow.activities.worker import create_activity_worker
+    from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
     from temporal_airflow.models.runtime import connect_client
@@ -103,7 +103,11 @@ async def measure(dag_file: Path, runs: int) -> tuple[Phases, list[float]]:
         await asyncio.sleep(0.5)
         client: Client = await connect_client(server.address)
         await warm_up()
-        async with create_workflow_worker(client, "bench-wf"), create_activity_worker(client, "bench-act"):
+        async with (
+            create_workflow_worker(client, "bench-wf"),
+            create_activity_worker(client, "bench-act"),
+            create_service_worker(client, "bench-act"),
+        ):
             for run in range(runs + 1):
                 handle = await client.start_workflow(
                     STANDALONE_WORKFLOW,

@@ -30,7 +30,7 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 from temporal_airflow.models.runtime import connect_client
@@ -91,7 +91,10 @@ async def workers(client: Client, queues: Queues, workflow_worker: None) -> Asyn
     from temporal_airflow.activities.child import warm_up
 
     await warm_up()
-    async with create_activity_worker(client, task_queue=queues.activities, max_concurrent=4):
+    async with (
+        create_activity_worker(client, task_queue=queues.activities, max_concurrent=4),
+        create_service_worker(client, task_queue=queues.activities),
+    ):
         yield
 
 

@@ -21,7 +21,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 
 from conftest import TEST_DAGS, Queues
-from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
 from temporal_airflow.cli.dev_server import DevServer, free_port
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 from temporal_airflow.models.codec import ENCODING, KEY_ENV, EncryptionKey, EncryptionSettings
@@ -54,6 +54,7 @@ async def encrypted_queues(encrypted_client: Client) -> AsyncIterator[Queues]:
     async with (
         create_workflow_worker(encrypted_client, task_queue=queues.workflows),
         create_activity_worker(encrypted_client, task_queue=queues.activities, max_concurrent=2),
+        create_service_worker(encrypted_client, task_queue=queues.activities),
     ):
         yield queues
 

@@ -32,7 +32,7 @@ from conftest import (
     record_history,
     states,
 )
-from temporal_airflow.activities.worker import create_activity_worker
+from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.models import DagExecutionResult
 from temporal_airflow.models.converter import data_converter
@@ -157,6 +157,7 @@ async def own_stack(
         async with (
             create_workflow_worker(client, task_queue=queues.workflows),
             create_activity_worker(client, task_queue=queues.activities, max_concurrent=4),
+            create_service_worker(client, task_queue=queues.activities),
         ):
             yield Stack(server, client, DagRunner(client, queues))
 

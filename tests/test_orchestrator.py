@@ -346,3 +346,25 @@ def test_plugin_installs_and_loads_without_the_worker_packages(tmp_path: Path) -
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert "temporal_orchestrator" in found["plugins"]
     assert found["workers"] == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_operators_that_reach_other_dag_runs_behave_as_under_the_scheduler(
+    api: AirflowRest, temporal: Client
+) -> None:
+    """TriggerDagRunOperator (polling and deferrable, waiting for completion), ExternalTaskSensor and
+    LatestOnlyOperator in a Temporal-run DAG: each child run is itself handed to Temporal, once."""
+    logical_date = "2025-06-01T00:00:00+00:00"
+    run_id = api.request("POST", "dags/managed_cross_dag/dagRuns", {"logical_date": logical_date})["dag_run_id"]
+    await _eventually(lambda: _state(api, "managed_cross_dag", run_id) in _FINAL, 300, "managed_cross_dag to end")
+    states = {t: ti["state"] for t, ti in api.task_instances("managed_cross_dag", run_id).items()}
+    assert states == dict.fromkeys(("trigger", "trigger_deferred", "sensor", "latest_only", "after"), "success")
+    assert _state(api, "managed_cross_dag", run_id) == "success"
+    for child in (f"{run_id}__child", f"{run_id}__deferred_child"):
+        assert _state(api, "managed_chain", child) == "success"
+        found = await _executions(temporal, workflow_id("managed_chain", child))
+        assert len(found) == 1 and found[0].status == WorkflowExecutionStatus.COMPLETED
+    handle = temporal.get_workflow_handle(workflow_id("managed_cross_dag", run_id))
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    record_history("deep_cross_dag_operators", history)

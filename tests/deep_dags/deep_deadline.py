@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, task
+from airflow.sdk import dag, task
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 
 async def _alert(**kwargs) -> None:

@@ -30,6 +30,12 @@ def max_concurrent_tasks() -> int:
     return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_TASKS", os.cpu_count() or 2))
 
 
+def max_concurrent_service_activities() -> int:
+    """``TEMPORAL_AIRFLOW_MAX_CONCURRENT_SERVICE_ACTIVITIES``, default 32: DB syncs, pool-slot waits,
+    triggers (each a process while it waits), DAG parsing and callbacks at once, per worker."""
+    return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_SERVICE_ACTIVITIES", 32))
+
+
 def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
     """Every activity; large XCom values go to ``storage``'s payload store."""
     return [

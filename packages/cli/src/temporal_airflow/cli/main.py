@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from temporal_airflow.activities.worker import activity_workers, create_activity_worker
+from temporal_airflow.activities.worker import activity_workers, create_activity_worker, create_service_worker
 from temporal_airflow.cli.processes import (
     ShutdownSignals,
     become_subreaper,
@@ -244,7 +244,7 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
 
             with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
                 await warm_up()
-            workers = [create_workflow_worker(client), create_activity_worker(client)]
+            workers = [create_workflow_worker(client), create_activity_worker(client), create_service_worker(client)]
         running_workers = [asyncio.ensure_future(worker.run()) for worker in workers]
         workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
         handle = await client.start_workflow(

@@ -36,6 +36,18 @@ MARK_TASK_SIGNAL = "mark_task"
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
 DEFAULT_ACTIVITY_TASK_QUEUE = "airflow-tasks"
 
+
+def service_task_queue(activity_task_queue: str) -> str:
+    """The queue of everything but task tries (DB sync, pool slots, triggers, DAG parsing, callbacks).
+
+    Task tries on ``activity_task_queue`` are limited to a few per worker (each is a process); these are
+    short or mostly waiting, and a run's progress depends on them: on the same slots, long tries (a task
+    waiting for another DAG's run, say) would starve the very activities that run needs. Activity
+    workers poll both queues (``temporal-airflow-activity-worker`` does).
+    """
+    return f"{activity_task_queue}-service"
+
+
 #: Error types raised as non-retryable ApplicationErrors.
 DAG_IMPORT_ERROR = "DagImportError"
 DAG_NOT_FOUND_ERROR = "DagNotFound"

@@ -52,6 +52,7 @@ from temporal_airflow.models import (
     TaskMark,
     TaskStatusSync,
     TaskStatusSyncBatch,
+    service_task_queue,
 )
 from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
@@ -206,7 +207,7 @@ class ExecuteAirflowDagDeepWorkflow:
                 activity,
                 arg,
                 result_type=result_type,
-                task_queue=self._queue,
+                task_queue=service_task_queue(self._queue),
                 start_to_close_timeout=timedelta(minutes=1),
                 schedule_to_close_timeout=_DB_GIVE_UP,
                 retry_policy=_DB_RETRY,

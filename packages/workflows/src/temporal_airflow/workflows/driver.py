@@ -47,6 +47,7 @@ from temporal_airflow.models import (
     TaskMark,
     TaskSummary,
     XComEntry,
+    service_task_queue,
 )
 from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
@@ -162,7 +163,7 @@ class DagRunDriver:
         self._marks = marks if marks is not None else []
         #: Running tries whose task instance a user marked: their outcome, whatever it is, is ignored.
         self._overruled: set[TaskKey] = set()
-        self._waits = DeferralWaits(options.activity_task_queue, options.heartbeat_timeout)
+        self._waits = DeferralWaits(service_task_queue(options.activity_task_queue), options.heartbeat_timeout)
 
     def carry(self, tasks: list[TaskSummary]) -> None:
         """Take over XComs and errors an earlier execution recorded."""
@@ -410,7 +411,7 @@ class DagRunDriver:
         await workflow.execute_activity(
             ACQUIRE_POOL_SLOT_ACTIVITY,
             task_input,
-            task_queue=self.options.activity_task_queue,
+            task_queue=service_task_queue(self.options.activity_task_queue),
             activity_id=f"{key.activity_id(task_input.try_number)}:pool",
             summary=f"{key.label}: slot of pool {pool}",
             start_to_close_timeout=timedelta(minutes=1),
@@ -464,7 +465,7 @@ class DagRunDriver:
             await workflow.execute_activity(
                 RUN_DAG_CALLBACK_ACTIVITY,
                 DagCallbackInput(self.options.dag_path, request, self.options.variables),
-                task_queue=self.options.activity_task_queue,
+                task_queue=service_task_queue(self.options.activity_task_queue),
                 start_to_close_timeout=_CALLBACK_TIMEOUT,
                 retry_policy=_CALLBACK_RETRY,
                 summary="DAG callback",

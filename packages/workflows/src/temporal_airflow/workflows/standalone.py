@@ -26,6 +26,7 @@ from temporal_airflow.models import (
     LoadDagFileResult,
     RunProgress,
     TaskMark,
+    service_task_queue,
 )
 from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
@@ -83,7 +84,7 @@ class ExecuteAirflowDagWorkflow:
                 LOAD_DAG_FILE_ACTIVITY,
                 LoadDagFileInput(dag_path=input.dag_path, dag_id=input.dag_id),
                 result_type=LoadDagFileResult,
-                task_queue=activity_queue,
+                task_queue=service_task_queue(activity_queue),
                 start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=RetryPolicy(
                     maximum_attempts=3, non_retryable_error_types=[DAG_IMPORT_ERROR, DAG_NOT_FOUND_ERROR]

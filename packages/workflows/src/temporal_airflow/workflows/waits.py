@@ -49,8 +49,8 @@ TaskInputFor = Callable[[TaskKey], ActivityTaskInput]
 class DeferralWaits:
     """The running waits of one run's deferred task instances, and the outcomes that ended some."""
 
-    def __init__(self, activity_task_queue: str, heartbeat_timeout: timedelta) -> None:
-        self.activity_task_queue = activity_task_queue
+    def __init__(self, service_task_queue: str, heartbeat_timeout: timedelta) -> None:
+        self.service_task_queue = service_task_queue
         self.heartbeat_timeout = heartbeat_timeout
         self.woken: list[tuple[TaskKey, TriggerOutcome]] = []
         self._waiting: dict[TaskKey, asyncio.Task[None]] = {}
@@ -103,7 +103,7 @@ class DeferralWaits:
                 RUN_TRIGGER_ACTIVITY,
                 TriggerInput(task=task, deferral=deferral),
                 result_type=TriggerOutcome,
-                task_queue=self.activity_task_queue,
+                task_queue=self.service_task_queue,
                 activity_id=f"{key.activity_id(task.try_number)}:trigger",
                 summary=f"{key.label}: {deferral.classpath.rsplit('.', 1)[-1]}",
                 start_to_close_timeout=timeout or _NO_TIMEOUT,
