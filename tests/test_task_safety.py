@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,8 +21,9 @@ from temporal_airflow.activities.dag_paths import (
     check_dag_path,
 )
 from temporal_airflow.activities.execution_api import RecordingTransport
+from temporal_airflow.activities.task_activities import task_log_path
 from temporal_airflow.activities.task_process import ChildError, serialize_dag_file
-from temporal_airflow.models import LoadDagFileInput
+from temporal_airflow.models import ActivityTaskInput, LoadDagFileInput, RunContext
 
 # -- DAG folders ----------------------------------------------------------------------------------------
 
@@ -178,3 +180,19 @@ async def test_task_errors_reach_history_with_secrets_masked(dag_runner: DagRunn
     assert SERVICE_PASSWORD.encode() not in raw
     # The variable itself is in the run's input (it was given to the run); its error text is not.
     assert f"token {SENSITIVE_VARIABLE}".encode() not in raw
+
+
+@pytest.mark.parametrize("run_id", ["r" * 250, "é" * 200, "manual__2026-01-01T00:00:00+00:00"])
+def test_task_log_folders_fit_the_file_system_and_stay_apart(run_id: str) -> None:
+    """Airflow allows 250-character ids; its `run_id=…` log folder would pass the 255-byte name limit."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def path(run: str) -> Path:
+        context = RunContext(dag_id="d" * 250, run_id=run, run_type="manual", run_after=now, start_date=now)
+        return Path(task_log_path(ActivityTaskInput("dag.py", "t" * 250, 1, 1, context)))
+
+    here = path(run_id)
+    assert all(len(part.encode()) <= 255 for part in here.parts)
+    assert here != path(run_id[:-1] + "x")  # a hash of the whole id tells long ids apart
+    if len(run_id) < 100:
+        assert f"run_id={run_id}" in here.parts  # short ones keep Airflow's own layout

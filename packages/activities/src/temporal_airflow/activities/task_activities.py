@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,21 @@ from temporal_airflow.models import (
     TaskExecutionResult,
 )
 
+#: Longest file name most file systems take, in bytes.
+_NAME_MAX = 255
+
+
+def _log_folder(key: str, value: str) -> str:
+    """``key=value`` as Airflow names its log folders; a name over the file system's 255-byte limit (a
+    250-character run id is legal) keeps a readable prefix and ends with a hash of the whole value."""
+    name = f"{key}={value}"
+    if len(name.encode()) <= _NAME_MAX:
+        return name
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    room = _NAME_MAX - len(f"{key}=~{digest}".encode())
+    prefix = value.encode()[:room].decode(errors="ignore")
+    return f"{key}={prefix}~{digest}"
+
 
 def task_log_path(task_input: ActivityTaskInput) -> str:
     """Where the try's log goes: Airflow's own layout under ``$AIRFLOW_HOME/logs``."""
@@ -31,12 +47,13 @@ def task_log_path(task_input: ActivityTaskInput) -> str:
         os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "logs"
     )
     run = task_input.run
+    task_folder = _log_folder("task_id", task_input.task_id)
     map_part = "" if task_input.map_index < 0 else f"/map_index={task_input.map_index}"
     return str(
         Path(base)
-        / f"dag_id={run.dag_id}"
-        / f"run_id={run.run_id}"
-        / f"task_id={task_input.task_id}{map_part}"
+        / _log_folder("dag_id", run.dag_id)
+        / _log_folder("run_id", run.run_id)
+        / f"{task_folder}{map_part}"
         / f"attempt={task_input.try_number}.log"
     )
 
