@@ -93,6 +93,9 @@ _STARTED = frozenset(
 #: States a user may give a task instance from Airflow's UI or REST API.
 _MARKABLE = frozenset({TaskInstanceState.SUCCESS, TaskInstanceState.FAILED, TaskInstanceState.SKIPPED})
 
+#: The columns ``DagRun.schedule_tis`` sets with its bulk UPDATE.
+_SCHEDULED_COLUMNS = ["state", "try_number", "scheduled_dttm", "start_date", "end_date", "duration"]
+
 #: States of a try that counts against its task's ``max_active_tis_per_dag(run)``, as Airflow counts them.
 _ACTIVE = frozenset({TaskInstanceState.QUEUED, TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED})
 
@@ -705,7 +708,9 @@ class LocalDagRun:
             self.dag_run.schedule_tis(no_run + to_run, session=session)
         session.commit()
         for ti in no_run + to_run:
-            session.refresh(ti)  # schedule_tis writes with a bulk UPDATE the ORM objects do not see
+            # schedule_tis writes with a bulk UPDATE the ORM objects do not see; only its columns are read
+            # back (a full refresh also unpickles columns such as executor_config, a millisecond each)
+            session.refresh(ti, attribute_names=_SCHEDULED_COLUMNS)
         if self._expanded or self._row_count() != rows:
             self._refresh()  # an expansion added rows or renumbered the unmapped one
         ready = []
