@@ -974,6 +974,34 @@ class LocalDagRun:
         self._engine.dispose()
 
 
+def warm_up() -> None:
+    """Run Airflow's scheduling code once on a one-task DAG, outside any workflow task.
+
+    Its first use in a process configures SQLAlchemy's mappers and imports what Airflow imports lazily:
+    seconds on a busy machine, which inside a run's first workflow task would trip Temporal's 2 s
+    deadlock detector. The workflows plugin calls this when a worker (or replayer) starts.
+    """
+    from airflow.sdk import DAG, BaseOperator
+
+    class WarmUp(BaseOperator):
+        def execute(self, context: Any) -> None:  # never runs: only scheduled
+            return None
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with DAG("temporal_airflow_warm_up", schedule=None, start_date=start) as dag:
+        WarmUp(task_id="warm_up")
+    local = LocalDagRun(
+        DagSerialization.to_dict(dag),
+        run_id="warm_up",
+        run_type=DagRunType.MANUAL,
+        logical_date=start,
+        run_after=start,
+        conf={},
+    )
+    local.ready_tasks(1)
+    local.dispose()
+
+
 def create_local_run(
     serialized_dag: dict[str, Any],
     *,
