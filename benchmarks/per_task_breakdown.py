@@ -13,6 +13,10 @@ A chain runs one try at a time, so every task's cycle is a sequence of history e
   end dates, as Airflow's task runner reports them) and everything else on the activity worker
   (decoding, the task host, fork, parsing the DAG file, the Task SDK's set-up, the reply).
 
+Once per run: ``run start`` (the workflow's start to its first try's ``ActivityTaskScheduled``: the DAG
+file's parse on an activity worker and the in-workflow DagRun's creation) and ``run end`` (the last
+try's end to the workflow's completion).
+
 Prints the median of each phase in ms per task over the measured runs (after one warm-up run).
 Figures depend on the machine; compare them with one another, not with another machine's.
 """
@@ -31,6 +35,8 @@ from pathlib import Path
 from orchestration_overhead import DAG_TEMPLATE
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
+
+from temporal_airflow.models import RUN_TASK_ACTIVITY
 
 
 @dataclass
@@ -55,7 +61,7 @@ def split(history: WorkflowHistory, in_task_ms: dict[str, float], phases: Phases
     scheduled_at: dict[int, float] = {}
     activity_of: dict[int, str] = {}
     started_at: dict[int, float] = {}
-    wft_scheduled = wft_started = 0.0
+    wft_scheduled = wft_started = run_started = 0.0
     last_completed: float | None = None
     turn_wft: tuple[float, float] | None = None
     for event in history.events:
@@ -67,19 +73,32 @@ def split(history: WorkflowHistory, in_task_ms: dict[str, float], phases: Phases
             wft_started = at
         elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             turn_wft = (wft_started - wft_scheduled, at - wft_started)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            run_started = at
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED and last_completed is not None:
+            phases.add("run end", at - last_completed)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name != RUN_TASK_ACTIVITY:
+                continue  # the DAG file's parse: part of the run's start
             scheduled_at[event.event_id] = at
-            activity_of[event.event_id] = event.activity_task_scheduled_event_attributes.activity_id
+            activity_of[event.event_id] = attrs.activity_id
+            if not scheduled_at.keys() - {event.event_id}:
+                phases.add("run start", at - run_started)
             if last_completed is not None and turn_wft is not None:
                 phases.add("turn", at - last_completed)
                 phases.add("wft wait", turn_wft[0])
                 phases.add("wft run", turn_wft[1])
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             scheduled = event.activity_task_started_event_attributes.scheduled_event_id
+            if scheduled not in scheduled_at:
+                continue
             started_at[scheduled] = at
             phases.add("dispatch", at - scheduled_at[scheduled])
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
+            if scheduled not in started_at:
+                continue
             ran = at - started_at[scheduled]
             task = activity_of[scheduled].split("#")[0]
             phases.add("activity", ran)
@@ -147,6 +166,9 @@ def main() -> None:
         print(f"  {name:<24}{phases.median(name):>8.1f}{phases.p90(name):>8.1f}")
     cycle = phases.median("turn") + phases.median("dispatch") + phases.median("activity")
     print(f"  {'cycle (turn+dispatch+activity)':<32}{cycle:>8.1f}")
+    print("ms per run")
+    for name in ("run start", "run end"):
+        print(f"  {name:<24}{phases.median(name):>8.1f}")
     print(f"  run wall s (history): {', '.join(f'{w:.2f}' for w in walls)}")
 
 

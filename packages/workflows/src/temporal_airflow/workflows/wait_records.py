@@ -34,11 +34,14 @@ class WaitRecords:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._deferrals: dict[uuid.UUID, Deferral] = {}
+        #: Task instances this run wrote reschedule rows for: every other try starts without a query.
+        self._rescheduled: set[uuid.UUID] = set()
 
     def record(self, ti: TaskInstance, result: TaskExecutionResult) -> None:
         """What a try's outcome leaves behind (``ti.state`` is already the outcome's state)."""
         if ti.state == TaskInstanceState.UP_FOR_RESCHEDULE and result.reschedule_date is not None:
             self._session.add(TaskReschedule(ti.id, result.start_date, result.end_date, result.reschedule_date))
+            self._rescheduled.add(ti.id)
         elif ti.state == TaskInstanceState.UP_FOR_RETRY:
             self._session.execute(delete(TaskReschedule).where(TaskReschedule.ti_id == ti.id))
         if ti.state == TaskInstanceState.DEFERRED and result.deferral is not None:
@@ -55,11 +58,14 @@ class WaitRecords:
             # origin) and the last row's reschedule date are ever read back.
             first, due = reschedule.first_start_date, reschedule.reschedule_date
             self._session.add_all(TaskReschedule(ti.id, first, first, due) for _ in range(reschedule.count))
+            self._rescheduled.add(ti.id)
         if ti.state == TaskInstanceState.DEFERRED and summary.deferral is not None:
             self._defer(ti, summary.deferral)
 
     def reschedule(self, ti: TaskInstance) -> Reschedule | None:
         """The try's pokes so far, if it was rescheduled at all."""
+        if ti.id not in self._rescheduled:
+            return None
         first_id, last_id, count = self._session.execute(
             select(func.min(TaskReschedule.id), func.max(TaskReschedule.id), func.count()).where(
                 TaskReschedule.ti_id == ti.id
