@@ -304,6 +304,7 @@ class LocalDagRun:
         session.commit()
         self._tis_by_key: dict[TaskKey, TaskInstance] = {}
         self._sorted: list[TaskInstance] = []
+        self._weights: tuple[int, int] | None = None
         self._known_ready: set[TaskKey] = set()
         self._view: _TurnView | None = None
         self._ancestors: dict[str, frozenset[str]] = {}
@@ -397,6 +398,7 @@ class LocalDagRun:
             if (summary := self._pending.pop(_key(ti), None)) is not None:
                 self._apply(ti, summary)
         self._sorted = sorted(self._tis_by_key.values(), key=lambda ti: (ti.task_id, ti.map_index))
+        self._weights = None
         self._session.commit()
 
     def _refresh(self) -> None:
@@ -749,8 +751,10 @@ class LocalDagRun:
     def priority_key(self, key: TaskKey) -> int | None:
         """Temporal's priority key (1 = first, 5 = last) for the task's ``priority_weight``, relative to
         the weights of this run's tasks; ``None`` when every task weighs the same."""
-        weights = [ti.priority_weight or 0 for ti in self._sorted]
-        low, high = min(weights, default=0), max(weights, default=0)
+        if self._weights is None:  # once per set of rows, not once per try started (10,000 rows each)
+            weights = [ti.priority_weight or 0 for ti in self._sorted]
+            self._weights = min(weights, default=0), max(weights, default=0)
+        low, high = self._weights
         if high == low:
             return None
         weight = self._ti(key).priority_weight or 0
