@@ -388,12 +388,14 @@ def preload() -> None:
     """Import (and build) what every child needs, once, in the task host, so forks start warm."""
     for module in _WARM_MODULES:
         importlib.import_module(module)
+    from airflow.sdk.listener import get_listener_manager
     from airflow.sdk.plugins_manager import integrate_macros_plugins
 
     # Airflow's in-process Execution API sits on Starlette's TestClient, which warns about httpx on
     # every start; the warning is about Airflow's internals, not the user's DAG, so keep logs clean.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     integrate_macros_plugins()  # loads Airflow's plugins (tens of ms a try otherwise)
+    get_listener_manager()  # and registers their listeners (a few ms a try otherwise)
     hostname()
     if os.environ.get("TEMPORAL_AIRFLOW_PRELOAD_EXECUTION_API", "1") == "1":
         _build_execution_api()
