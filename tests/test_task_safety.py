@@ -196,3 +196,19 @@ def test_task_log_folders_fit_the_file_system_and_stay_apart(run_id: str) -> Non
     assert here != path(run_id[:-1] + "x")  # a hash of the whole id tells long ids apart
     if len(run_id) < 100:
         assert f"run_id={run_id}" in here.parts  # short ones keep Airflow's own layout
+
+
+@pytest.mark.parametrize("dag_id", ["données", "数据_pipeline"])
+def test_non_ascii_names_reach_the_in_process_execution_api_intact(dag_id: str) -> None:
+    """The in-process API is a WSGI app behind httpx: its PATH_INFO is latin-1 text for the raw bytes."""
+    seen: list[str] = []
+
+    def app(environ: dict, start_response: object) -> list[bytes]:
+        seen.append(environ["PATH_INFO"].encode("latin-1").decode())
+        start_response("200 OK", [("Content-Type", "application/json")])  # type: ignore[operator]
+        return [b"{}"]
+
+    transport = RecordingTransport(httpx.WSGITransport(app=app))
+    with httpx.Client(transport=transport, base_url="http://in-process.invalid") as client:
+        assert client.get(f"/xcoms/{dag_id}/run/task/key?map_index=-1").status_code == 200
+    assert seen == [f"/xcoms/{dag_id}/run/task/key"]

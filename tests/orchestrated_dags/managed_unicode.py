@@ -18,7 +18,11 @@ def managed_unicode():
     def sample() -> str:
         return "réussi"
 
-    sample()
+    @task
+    def check(value: str) -> None:
+        assert value == "réussi", value
+
+    check(sample())
 
 
 managed_unicode()

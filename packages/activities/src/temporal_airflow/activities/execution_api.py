@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,21 @@ class TaskOutcome:
 _XCOM_PATH = re.compile(r"/?xcoms/[^/]+/[^/]+/(?P<task_id>[^/]+)/(?P<key>[^/]+)")
 
 
+def _encode_for_wsgi(request: httpx.Request) -> None:
+    """Make a non-ASCII path (a ``dag_id`` like ``données``) reach the in-process API intact.
+
+    httpx's WSGI transport puts the path, percent-decoded as UTF-8, in ``PATH_INFO``; the WSGI side
+    (a2wsgi, as PEP 3333 says) reads ``PATH_INFO`` as latin-1 text standing for the raw bytes. Sending
+    the path's UTF-8 bytes spelled as latin-1 text gives the app the path the client meant.
+    """
+    path = urllib.parse.unquote(request.url.path)
+    if path.isascii():
+        return
+    spelled = urllib.parse.quote(path.encode().decode("latin-1"), safe="/")
+    query = request.url.query
+    request.url = request.url.copy_with(raw_path=spelled.encode("ascii") + (b"?" + query if query else b""))
+
+
 class RecordingTransport(httpx.BaseTransport):
     """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`.
 
@@ -74,7 +90,10 @@ class RecordingTransport(httpx.BaseTransport):
         self._state_deadline: float | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._deliver(request, request.method == "PATCH" and request.url.path.endswith("/state"))
+        meant = request.url
+        _encode_for_wsgi(request)
+        response = self._deliver(request, request.method == "PATCH" and meant.path.endswith("/state"))
+        request.url = meant
         if response.status_code < 400:
             self._observe(request)
         return response
