@@ -135,13 +135,14 @@ def _death_message(code: int, log_path: str, tail_lines: int = 20) -> str:
 
 
 async def _heartbeat_until_cancelled() -> None:
-    """Heartbeat for as long as the try runs, from the moment it was requested."""
+    """Heartbeat for as long as the try runs, every interval after it was requested (a try shorter than
+    that sends none: one RPC less per short task; a cancellation still lands within an interval)."""
     interval = _heartbeat_interval()
     if interval is None:
         return
     while True:
-        activity.heartbeat()
         await asyncio.sleep(interval)
+        activity.heartbeat()
 
 
 async def _terminate(pid: int, exited: asyncio.Future[int], grace: float = 10.0) -> None:
