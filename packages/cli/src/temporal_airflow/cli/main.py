@@ -216,6 +216,13 @@ async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
         return 128 + signals.received
 
 
+def _warm_workflows() -> None:
+    """Import and warm up Airflow's scheduling code for the in-process workflow worker."""
+    from temporal_airflow.workflows import local_run
+
+    local_run.warm_up()
+
+
 async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) -> int:
     from temporalio.client import WorkflowFailureError
 
@@ -234,7 +241,7 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
     if address is None:
         server = DevServer(ui_port=free_port()).start()
         address, ui_url = server.address, server.ui_url
-        print(f"Started embedded Temporal dev server at {address}", file=info)
+        print(f"Started embedded Temporal dev server at {address}", file=info, flush=True)
     workers: list[Any] = []
     running_workers: list[asyncio.Future[None]] = []
     try:
@@ -243,7 +250,8 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
             from temporal_airflow.activities.child import warm_up
 
             with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
-                await warm_up()
+                # Both import Airflow (seconds each): the task host in its own process, the workflows here.
+                await asyncio.gather(warm_up(), asyncio.to_thread(_warm_workflows))
             workers = [create_workflow_worker(client), create_activity_worker(client), create_service_worker(client)]
         running_workers = [asyncio.ensure_future(worker.run()) for worker in workers]
         workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
