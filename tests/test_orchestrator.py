@@ -232,6 +232,43 @@ async def test_marking_tasks_in_airflow_reaches_the_running_workflow(
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_clearing_a_task_of_a_running_run_reruns_it_and_leaves_the_others_running(
+    api: AirflowRest, temporal: Client, tmp_path: Path
+) -> None:
+    """As under Airflow's scheduler: the cleared task runs again (try 2), the task still running is not
+    interrupted, and the same workflow carries on (no second one for the new clear number)."""
+    counter = tmp_path / "bodies.txt"
+    run_id = api.trigger("managed_clear", {"seconds": 40, "counter": str(counter)})
+
+    def quick_done_slow_running() -> bool:
+        tis = api.task_instances("managed_clear", run_id)
+        return tis["quick"]["state"] == "success" and tis["slow"]["state"] == "running"
+
+    await _eventually(quick_done_slow_running, 180, "`quick` done while `slow` runs")
+    api.request(
+        "POST",
+        "dags/managed_clear/clearTaskInstances",
+        {"dry_run": False, "task_ids": ["quick"], "dag_run_id": run_id, "only_failed": False},
+    )
+    await _eventually(lambda: _state(api, "managed_clear", run_id) in _FINAL, 240, "the run to end")
+    assert _state(api, "managed_clear", run_id) == "success"
+    tis = api.task_instances("managed_clear", run_id)
+    assert {t: (ti["state"], ti["try_number"]) for t, ti in tis.items()} == {
+        "quick": ("success", 2),
+        "slow": ("success", 1),
+        "joined": ("success", 1),
+    }
+    assert sorted(counter.read_text().splitlines()) == sorted(
+        ["quick", "slow started", "quick", "slow finished", "joined"]
+    )
+    assert len(await _executions(temporal, workflow_id("managed_clear", run_id, 1))) == 0
+    handle = temporal.get_workflow_handle(workflow_id("managed_clear", run_id))
+    history = await handle.fetch_history()
+    assert_healthy(history)
+    record_history("deep_cleared_while_running", history)
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_run_keeps_its_executor_when_its_dag_is_retagged_mid_run(
     api: AirflowRest, temporal: Client, stack: LocalStack, tmp_path: Path
 ) -> None:

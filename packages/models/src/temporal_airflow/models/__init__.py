@@ -31,6 +31,8 @@ ACQUIRE_POOL_SLOT_ACTIVITY = "acquire_pool_slot"
 LOAD_PREVIOUS_RUN_ACTIVITY = "load_previous_run"
 #: Signal both workflows take: a user marked a task instance in Airflow's UI or REST API.
 MARK_TASK_SIGNAL = "mark_task"
+#: Signal of the deep workflow: its running DagRun was cleared (in part) in Airflow; carries the new clear number.
+RUN_CLEARED_SIGNAL = "run_cleared"
 
 #: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
@@ -326,11 +328,12 @@ class DagExecutionResult:
 
 @dataclass
 class TaskMark:
-    """A state a user gave one task instance (Airflow's "mark success/failed/skipped"): the run goes on
-    from it as Airflow's scheduler would, and a try of it still running is stopped."""
+    """A state a user gave one task instance (Airflow's "mark success/failed/skipped"; ``None``: cleared,
+    it runs again): the run goes on from it as Airflow's scheduler would, and a try of it still running
+    is stopped."""
 
     task_id: str
-    state: str
+    state: str | None
     map_index: int = -1
 
 

@@ -13,9 +13,11 @@ A background thread owns an event loop and a Temporal client. Work arrives two w
     (completed, failed, terminated, timed out, cancelled from Temporal; a continued-as-new chain is
     followed by the id), the DagRun is ended: ``failed`` (or the completed workflow's own state), and none
     of its tasks is left ``running``/``queued``/``scheduled``;
-  - a running workflow whose DagRun was marked success/failed, deleted or cleared in Airflow is cancelled;
+  - a running workflow whose DagRun was marked success/failed, deleted, or cleared once finished, is
+    cancelled; a DagRun cleared (in part) while running keeps its workflow, which is signalled to run the
+    cleared tasks again and then names the new clear number in its memo;
   - task instances a user marked success/failed/skipped (queued by the listener, :mod:`.marks`) are
-    signalled to their run's workflow, which goes on from there.
+    signalled to their run's running workflow, which goes on from there.
 
 Exactly once: the workflow id (:func:`workflow_id`) names the run and its clear number, and a start
 rejects an id that already has an execution (closed) or joins the running one.
@@ -34,6 +36,7 @@ from typing import Any
 from temporal_airflow.models import (
     DEEP_WORKFLOW,
     MARK_TASK_SIGNAL,
+    RUN_CLEARED_SIGNAL,
     DagExecutionResult,
     DeepDagExecutionInput,
     RunProgress,
@@ -182,21 +185,29 @@ class TemporalBridge:
     async def reconcile_once(self) -> None:
         runs = set(await asyncio.to_thread(airflow_db.running_managed_runs))
         running = await self._running_workflows()
-        following = set(running.values())
-        for run in runs - following:
-            await self._isolated(run, self.ensure_started(run))
+        by_run = {(named.dag_id, named.run_id): (wid, named) for wid, named in running.items() if named is not None}
+        for run in runs:
+            wid, named = by_run.get((run.dag_id, run.run_id), (None, None))
+            if named is None:
+                await self._isolated(run, self.ensure_started(run))
+            elif named.clear_number < run.clear_number:
+                await self._isolated(run, self._signal_cleared(wid, run))
         for wid, named in running.items():
             if named is not None and named not in runs:
                 await self._isolated(named, self._cancel_if_abandoned(wid, named))
-        await self._deliver_marks()
+        await self._deliver_marks({key: wid for key, (wid, _) in by_run.items()})
         await asyncio.to_thread(airflow_db.forget_deleted)
 
-    async def _deliver_marks(self) -> None:
-        """Signal the queued task marks to their runs' workflows; drop those of runs no longer running."""
+    async def _deliver_marks(self, workflows: dict[tuple[str, str], str]) -> None:
+        """Signal the queued task marks to their runs' running workflows (``workflows``: by dag and run id);
+        drop those of runs no longer running."""
         done: list[int] = []
         for mark in await asyncio.to_thread(marks.queued_marks):
             if mark.run is not None:
-                handle = (await self._get_client()).get_workflow_handle(mark.run.workflow_id)
+                wid = workflows.get((mark.run.dag_id, mark.run.run_id))
+                if wid is None:
+                    continue  # its workflow is being started: next pass
+                handle = (await self._get_client()).get_workflow_handle(wid)
                 try:
                     await handle.signal(MARK_TASK_SIGNAL, TaskMark(mark.task_id, mark.state, mark.map_index))
                 except Exception:
@@ -221,12 +232,21 @@ class TemporalBridge:
             )
         return found
 
+    async def _signal_cleared(self, wid: str | None, run: RunRef) -> None:
+        """Tasks of a running DagRun were cleared: its running workflow runs them again itself (and then
+        names the new clear number in its memo), so nothing else it runs is interrupted."""
+        assert wid is not None
+        await (await self._get_client()).get_workflow_handle(wid).signal(RUN_CLEARED_SIGNAL, run.clear_number)
+
     async def _cancel_if_abandoned(self, wid: str, run: RunRef) -> None:
-        """Cancel the workflow if its DagRun was marked success/failed, deleted, or cleared meanwhile."""
+        """Cancel the workflow if its DagRun was marked success/failed, deleted, or cleared (once finished)
+        meanwhile; a run cleared while running keeps its workflow (:meth:`_signal_cleared`)."""
         row = await asyncio.to_thread(airflow_db.run_row, run.dag_id, run.run_id)
         handle = (await self._get_client()).get_workflow_handle(wid)
         if row.state is None:
             reason = "deleted"
+        elif row.clear_number > run.clear_number and row.state == "running":
+            return  # cleared while running: signalled, not cancelled
         elif row.clear_number > run.clear_number:
             reason = "cleared (a new execution takes over)"
         elif row.state in _FINAL:

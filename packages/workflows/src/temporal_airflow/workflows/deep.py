@@ -34,6 +34,7 @@ from temporal_airflow.models import (
     LOAD_PREVIOUS_RUN_ACTIVITY,
     LOAD_SERIALIZED_DAG_ACTIVITY,
     MARK_TASK_SIGNAL,
+    RUN_CLEARED_SIGNAL,
     SYNC_DAGRUN_STATUS_ACTIVITY,
     SYNC_TASK_STATUS_ACTIVITY,
     CreateDagRunInput,
@@ -68,6 +69,8 @@ _DB_RETRY = RetryPolicy(
     non_retryable_error_types=[DAG_NOT_FOUND_ERROR, INVALID_CONF_ERROR],
 )
 _DB_GIVE_UP = timedelta(minutes=30)
+#: States of a try the workflow has under way (the DB may not show them yet): never taken for a clear.
+_IN_FLIGHT_HERE = frozenset({None, "scheduled", "queued", "running"})
 #: States the activity itself writes through Airflow's Execution API; the mirror skips them.
 _WRITTEN_BY_TASK = frozenset({None, "scheduled", "queued", "running", "deferred", "up_for_reschedule"})
 
@@ -86,6 +89,7 @@ class ExecuteAirflowDagDeepWorkflow:
         self._pending: list[TaskStatusSync] = []
         self._syncing = False
         self._previous: PreviousRun | None = None
+        self._clears: list[int] = []
 
     @workflow.run
     async def run(self, input: DeepDagExecutionInput) -> DagExecutionResult:
@@ -116,12 +120,15 @@ class ExecuteAirflowDagDeepWorkflow:
             before_recheck=(lambda: self._refresh_previous_run(local, past_dependent)) if past_dependent else None,
         )
         syncer = asyncio.create_task(self._sync_loop())
+        clears = asyncio.create_task(self._follow_clears())
         try:
             state = await self._driver.run()
         except ContinueAsNew as cont:
+            clears.cancel()
             await self._flush_mirror()
             syncer.cancel()
             workflow.continue_as_new(dataclasses.replace(input, run_id=self._run_id, resume=cont.snapshot))
+        clears.cancel()
         await self._flush_mirror()
         syncer.cancel()
         await self._db(
@@ -193,6 +200,35 @@ class ExecuteAirflowDagDeepWorkflow:
     def mark_task(self, mark: TaskMark) -> None:
         """A user marked a task instance in Airflow's UI or REST API; the run goes on from that state."""
         self._marks.append(mark)
+
+    @workflow.signal(name=RUN_CLEARED_SIGNAL)
+    def run_cleared(self, clear_number: int) -> None:
+        """Tasks of this running DagRun were cleared in Airflow (its clear number is now ``clear_number``)."""
+        self._clears.append(clear_number)
+
+    async def _follow_clears(self) -> None:
+        """Run cleared tasks again, as Airflow's scheduler would, in this same workflow: whatever else runs
+        meanwhile goes on untouched. A task is cleared when Airflow's DB has it without a state (or
+        ``restarting``, if it was running) where the workflow had it settled; the run's memo then names
+        the new clear number, which the orchestrator follows."""
+        assert self._driver is not None
+        while True:
+            await workflow.wait_condition(lambda: bool(self._clears))
+            number = max(self._clears)
+            self._clears.clear()
+            snapshot = await self._db(
+                ENSURE_TASK_INSTANCES_ACTIVITY,
+                EnsureTaskInstancesInput(self._dag_id, self._run_id),
+                TaskInstancesSnapshot,
+            )
+            here = self._driver.local.states()
+            for summary in snapshot.tasks:
+                key = TaskKey(summary.task_id, summary.map_index)
+                known = here.get(key, (None, 0))[0]
+                if summary.state == "restarting" or (summary.state is None and known not in _IN_FLIGHT_HERE):
+                    self._marks.append(TaskMark(summary.task_id, None, summary.map_index))
+                    self._mirrored.pop(key, None)
+            workflow.upsert_memo({"clear_number": number})
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:

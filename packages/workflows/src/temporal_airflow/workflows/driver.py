@@ -161,8 +161,9 @@ class DagRunDriver:
         self._running: dict[TaskKey, asyncio.Task[None]] = {}
         self._finished: list[tuple[TaskKey, TaskExecutionResult | None, str | None]] = []
         self._marks = marks if marks is not None else []
-        #: Running tries whose task instance a user marked: their outcome, whatever it is, is ignored.
-        self._overruled: set[TaskKey] = set()
+        #: Running tries whose task instance a user marked or cleared: their outcome, whatever it is, is
+        #: ignored (a clear applies once the try has stopped, so it never runs twice at once).
+        self._overruled: dict[TaskKey, TaskMark] = {}
         self._waits = DeferralWaits(service_task_queue(options.activity_task_queue), options.heartbeat_timeout)
 
     def carry(self, tasks: list[TaskSummary]) -> None:
@@ -292,6 +293,11 @@ class DagRunDriver:
         self._marks.clear()
         for mark in marks:
             key = TaskKey(mark.task_id, mark.map_index)
+            if (running := self._running.get(key)) is not None:
+                self._overruled[key] = mark
+                running.cancel()
+                if mark.state is None:
+                    continue  # cleared: once its try has stopped
             try:
                 known = self.local.set_state(key, mark.state, workflow.now())
             except InvalidTaskState as err:
@@ -300,12 +306,9 @@ class DagRunDriver:
             if not known:
                 workflow.logger.warning("Mark of %s ignored: the run has no such task instance", key.label)
                 continue
-            workflow.logger.info("Task %s marked %s by a user", key.label, mark.state)
+            workflow.logger.info("Task %s %s by a user", key.label, f"marked {mark.state}" if mark.state else "cleared")
             self._waits.stop(key)
             self.errors.pop(key, None)
-            if (running := self._running.get(key)) is not None:
-                self._overruled.add(key)
-                running.cancel()
 
     def _resume_woken(self) -> None:
         """Deferred tasks whose wait ended: resume them (or record how their trigger ended them)."""
@@ -423,8 +426,9 @@ class DagRunDriver:
         finished, self._finished = self._finished, []
         for key, result, failure in finished:
             self._running.pop(key, None)
-            if key in self._overruled:
-                self._overruled.discard(key)
+            if (overruled := self._overruled.pop(key, None)) is not None:
+                if overruled.state is None:
+                    self.local.set_state(key, None, workflow.now())  # cleared: it runs again
                 continue  # the user's mark stands
             if result is not None:
                 try:

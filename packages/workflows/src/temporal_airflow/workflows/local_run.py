@@ -822,18 +822,24 @@ class LocalDagRun:
         self._session.commit()
         return str(ti.state)
 
-    def set_state(self, key: TaskKey, state: str, when: datetime) -> bool:
-        """A user's mark from Airflow's UI or REST API (``success``, ``failed`` or ``skipped``), as
-        Airflow's ``set_task_instance_state`` leaves the row. False if the run has no such task instance."""
+    def set_state(self, key: TaskKey, state: str | None, when: datetime) -> bool:
+        """A user's mark from Airflow's UI or REST API (``success``, ``failed`` or ``skipped``), or a clear
+        (``None``: it runs again, with its ``retries`` anew), as Airflow leaves the row. False if the run
+        has no such task instance."""
         ti = self._tis_by_key.get(key)
-        marked = task_state(state)
-        if marked not in _MARKABLE:
+        marked = None if state is None else task_state(state)
+        if marked is not None and marked not in _MARKABLE:
             raise InvalidTaskState(f"a task instance can be marked {sorted(_MARKABLE)}, not {state!r}")
         if ti is None:
             return False
         ti.state = marked
-        ti.start_date = ti.start_date or when
-        ti.end_date = when
+        if marked is None:
+            ti.end_date = None
+            ti.max_tries = ti.try_number + (ti.task.retries if ti.task is not None else 0)
+            ti.next_method = ti.next_kwargs = None
+        else:
+            ti.start_date = ti.start_date or when
+            ti.end_date = when
         self._known_ready.discard(key)
         self._session.commit()
         return True
