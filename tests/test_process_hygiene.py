@@ -218,7 +218,9 @@ def _import_errors(api: AirflowRest) -> dict[str, str]:
 
 
 @pytest.mark.xdist_group("up")
-def test_up_stack_is_local_records_import_errors_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_up_stack_is_local_records_import_errors_restarts_a_dead_component_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
     with up_started(tmp_path) as (cmd, api_url, workdir):
         banner = cmd.output()
         assert "On Temporal  DAGs tagged 'temporal'; other DAGs run on Airflow's LocalExecutor" in banner
@@ -233,6 +235,14 @@ def test_up_stack_is_local_records_import_errors_and_stops_on_sigterm(tmp_path: 
         assert _listening(tree) == {"127.0.0.1"}
         secrets = workdir / "secrets.json"
         assert secrets.stat().st_mode & 0o777 == 0o600 and (workdir / "temporal.db").exists()
+
+        # A component that dies is started again; the rest of the stack stays up.
+        schedulers = [p for p in tree if _alive(p) and "airflow scheduler" in " ".join(p.cmdline())]
+        scheduler = next(p for p in schedulers if p.ppid() not in {q.pid for q in schedulers})  # not a child
+        scheduler.kill()
+        wait_for(lambda: "scheduler started again" in cmd.output(), 60, "the scheduler to start again", cmd)
+        assert cmd.proc.poll() is None
+        tree = cmd.tree()
 
         cmd.proc.terminate()
         assert_clean_exit(cmd, 0)

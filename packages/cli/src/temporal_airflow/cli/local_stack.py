@@ -110,6 +110,8 @@ class LocalStack:
     postgres: LocalPostgres | None = None
     temporal: DevServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: How each process was started (its command and environment), to start it again.
+    launches: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -181,6 +183,7 @@ class LocalStack:
         return proc
 
     def start_process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.launches[name] = (args, env)
         log = self.log_path(name).open("ab")
         self.processes[name] = subprocess.Popen(
             args,
@@ -227,6 +230,11 @@ class LocalStack:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+
+    def restart_process(self, name: str) -> None:
+        """Start an exited process again, as it was started."""
+        args, env = self.launches[name]
+        self.start_process(name, args, env)
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         proc = self.processes.pop(name, None)

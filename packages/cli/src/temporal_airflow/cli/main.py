@@ -459,13 +459,37 @@ def _serve_stack(dags: Path, workdir: Path) -> int:
         print("Stopped.", flush=True)
 
 
+#: A component that ran this long since its last start counts as healthy again (no pause before a restart).
+_STEADY = 60.0
+
+
 def _watch(stack: LocalStack) -> int:
+    """Keep the stack up until a signal: a component that exits (Airflow's scheduler exits when its DB goes
+    away, as under any supervisor) is started again, after a pause that doubles while it keeps exiting."""
+    pauses: dict[str, float] = {}
+    started: dict[str, float] = {}
+    due: dict[str, float] = {}
     while True:
         time.sleep(1)
-        for name, proc in stack.processes.items():
-            if proc.poll() is not None:
-                print(f"error: {name} exited with code {proc.returncode}; see {stack.log_path(name)}", flush=True)
-                return 1
+        now = time.monotonic()
+        for name, proc in list(stack.processes.items()):
+            if proc.poll() is None:
+                if now - started.get(name, 0.0) > _STEADY:
+                    pauses.pop(name, None)
+                continue
+            if name not in due:
+                pauses[name] = min(pauses.get(name, 0.5) * 2, 30.0)
+                due[name] = now + pauses[name]
+                print(
+                    f"{name} exited with code {proc.returncode} (see {stack.log_path(name)}); "
+                    f"starting it again in {pauses[name]:.0f} s",
+                    flush=True,
+                )
+            elif now >= due[name]:
+                del due[name]
+                stack.restart_process(name)
+                started[name] = now
+                print(f"{name} started again", flush=True)
 
 
 def managed_dags_description(env: dict[str, str]) -> str:
