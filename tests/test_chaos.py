@@ -356,7 +356,9 @@ async def test_sigkill_of_the_scheduler_right_after_rest_triggers(
     for run_id in runs:
         assert await _ended(api, "chaos_one", run_id, 240) == "success"
         _each_once(log, run_id, {"only"})
-        starved += await _assert_one_healthy_workflow(temporal, "chaos_one", run_id)
+        # 100 runs at once on 2 shared cores saturate the workflow worker on purpose: a run's next task may
+        # wait out its sticky queue and go to the shared one (Temporal's hand-over, never a failed turn).
+        starved += await _assert_one_healthy_workflow(temporal, "chaos_one", run_id, sticky_timeouts=1)
     _xfail_if_starved(starved)
 
 
@@ -380,7 +382,9 @@ async def test_two_schedulers_and_a_flood_of_rest_triggers(
     for run_id in runs:
         assert wids[workflow_id("chaos_one", run_id)] == 1
         _each_once(log, run_id, {"only"})
-        starved += await _assert_one_healthy_workflow(temporal, "chaos_one", run_id)
+        # 100 runs at once on 2 shared cores saturate the workflow worker on purpose: a run's next task may
+        # wait out its sticky queue and go to the shared one (Temporal's hand-over, never a failed turn).
+        starved += await _assert_one_healthy_workflow(temporal, "chaos_one", run_id, sticky_timeouts=1)
     _xfail_if_starved(starved)
 
 

@@ -66,6 +66,8 @@ TASK_INPUT = models.ActivityTaskInput(
 ASSET_UPDATE = models.AssetUpdate(uri="s3://b/k", name="k", task_id="t", map_index=1)
 SNAPSHOT = models.RunSnapshot(run=RUN, fileloc="/d.py", serialized_dag={"dag": {}}, tasks=[SUMMARY], generation=2)
 
+PREVIOUS = models.PreviousRun(run_id="p", logical_date=NOW, run_type="scheduled", state="failed", tasks=[SUMMARY])
+
 SAMPLES: dict[type, object] = {
     models.XComEntry: ENTRY,
     models.RunContext: RUN,
@@ -140,6 +142,10 @@ SAMPLES: dict[type, object] = {
         updates=[models.TaskStatusSync(dag_id="d", run_id="r", task_id="t", state="success", try_number=1)]
     ),
     models.DagRunStatusSync: models.DagRunStatusSync(dag_id="d", run_id="r", state="success", end_date=NOW),
+    models.TaskMark: models.TaskMark(task_id="t", state="skipped", map_index=2),
+    models.PreviousRunInput: models.PreviousRunInput(dag_id="d", run_id="r", task_ids=["t"], catchup=True),
+    models.PreviousRun: PREVIOUS,
+    models.PreviousRunResult: models.PreviousRunResult(previous=PREVIOUS),
 }
 
 

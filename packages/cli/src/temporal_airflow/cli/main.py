@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -268,6 +268,9 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
             id=workflow_id,
             task_queue=workflow_task_queue(),
             result_type=DagExecutionResult,
+            # A busy worker, or one replaying a big run's history after losing it from its cache, may need
+            # more than Temporal's default 10 s for one workflow task (as for deep runs).
+            task_timeout=timedelta(minutes=1),
         )
         link = f"{ui_url}/namespaces/{client.namespace}/workflows/{workflow_id}" if ui_url else None
         print(f"Workflow {workflow_id} started" + (f": {link}" if link else ""), file=info, flush=True)

@@ -12,6 +12,7 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
@@ -32,6 +33,12 @@ def max_concurrent_workflow_tasks() -> int:
     workflow-task timeout or the deadlock detector. Tasks not taken yet wait safely on the server.
     """
     return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_WORKFLOW_TASKS") or max(2, os.cpu_count() or 2))
+
+
+#: The SDK's default, and ours, for how long a run's next workflow task waits for the worker that has the
+#: run in its cache before any worker may take it.
+_SDK_STICKY_TIMEOUT = timedelta(seconds=10)
+STICKY_TIMEOUT = timedelta(seconds=30)
 
 
 @asynccontextmanager
@@ -64,4 +71,9 @@ class AirflowWorkflowsPlugin(SimplePlugin):
         config = super().configure_worker(config)
         if config.get("max_concurrent_workflow_tasks") is None and config.get("tuner") is None:
             config["max_concurrent_workflow_tasks"] = max_concurrent_workflow_tasks()
+        if config.get("sticky_queue_schedule_to_start_timeout") == _SDK_STICKY_TIMEOUT:
+            # With few workflow tasks at once, a busy worker's next task for a run may wait its turn on the
+            # worker's own queue: wait longer before handing it elsewhere (a dead worker's runs move on
+            # after this too).
+            config["sticky_queue_schedule_to_start_timeout"] = STICKY_TIMEOUT
         return config
