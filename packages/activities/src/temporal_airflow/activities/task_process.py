@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from temporal_airflow.activities.dag_paths import DAG_OUTSIDE_FOLDERS_ERROR, DagPathRefused, check_dag_path
+from temporal_airflow.activities.deep_tries import queue_try, task_instance
 from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
-from temporal_airflow.activities.mapped_rows import MissingTaskInstance, task_instance_row
 from temporal_airflow.activities.trigger_activities import describe_deferral, run_trigger
 from temporal_airflow.models import (
     DAG_IMPORT_ERROR,
@@ -156,15 +156,6 @@ def _fresh_orm() -> None:
     settings.configure_orm()
 
 
-def _task_instance(session: Any, task: ActivityTaskInput) -> Any:
-    """The TaskInstance row of ``task`` in Airflow's DB (``None`` when there is none, even after
-    expanding its mapped task there)."""
-    try:
-        return task_instance_row(session, task.run.dag_id, task.run.run_id, task.task_id, task.map_index)
-    except MissingTaskInstance:
-        return None
-
-
 def _recorded_outcome(task: ActivityTaskInput, downstream_task_ids: set[str]) -> TaskExecutionResult | None:
     """The outcome Airflow's DB holds for this try, if it already ended.
 
@@ -179,7 +170,7 @@ def _recorded_outcome(task: ActivityTaskInput, downstream_task_ids: set[str]) ->
 
     run = task.run
     with create_session() as session:
-        ti = _task_instance(session, task)
+        ti = task_instance(session, task)
         if ti is None or ti.try_number != task.try_number or _plain(ti.state) not in _ENDED_STATES:
             return None
         state = _plain(ti.state)
@@ -231,22 +222,16 @@ def _deep_client(task: ActivityTaskInput) -> tuple[Any, RecordingTransport, uuid
     from airflow.models.dagbag import DBDagBag
     from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor, in_process_api_server
     from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
 
     run = task.run
     with create_session() as session:
-        ti = _task_instance(session, task)
+        ti = task_instance(session, task)
         if ti is None:
             raise ChildError(DAG_NOT_FOUND_ERROR, f"no task instance {run.dag_id}.{task.task_id} in run {run.run_id}")
-        if ti.try_number < task.try_number and ti.state is not None and ti.try_number > 0:
-            ti.prepare_db_for_next_try(session)  # keeps the previous try in TaskInstanceHistory
-        ti.try_number = task.try_number
-        ti.state = TaskInstanceState.QUEUED
+        queue_try(ti, task, session, hostname())
         # Resuming a deferred try: the event the workflow waited for goes where Airflow's triggerer puts it.
         ti.next_method, ti.next_kwargs = task.next_method, task.next_kwargs
         ti.trigger_id = None
-        ti.queued_dttm = datetime.now(UTC)
-        ti.hostname = hostname()
         session.flush()
         ti_id, dag_version_id = ti.id, ti.dag_version_id
     api = in_process_api_server()
@@ -265,7 +250,7 @@ def _release_trigger(task: ActivityTaskInput) -> None:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        ti = _task_instance(session, task)
+        ti = task_instance(session, task)
         if ti is None or ti.trigger_id is None:
             return
         trigger_id, ti.trigger_id, ti.trigger_timeout = ti.trigger_id, None, None
