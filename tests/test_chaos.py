@@ -13,7 +13,9 @@ worker is presumed dead after 10 s without a heartbeat here (`TEMPORAL_TASK_HEAR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -184,8 +186,22 @@ async def _assert_one_healthy_workflow(
     troubles = [t for history in await executions(temporal, handle) for t in _workflow_task_troubles(history)]
     sticky = [t for t in troubles if t.endswith("timed out (TIMEOUT_TYPE_SCHEDULE_TO_START)")]
     starved = [t for t in troubles if DEADLOCK in t]
-    assert len(sticky) <= sticky_timeouts and len(troubles) == len(sticky) + len(starved), f"{wid}: {troubles}"
+    orphaned = [t for t in troubles if _taken_by_a_dead_worker(t)]
+    allowed = len(sticky) + len(starved) + len(orphaned)
+    assert len(sticky) <= sticky_timeouts and len(troubles) == allowed, f"{wid}: {troubles}"
     return [f"{wid} {t[:2000]}" for t in starved]
+
+
+def _taken_by_a_dead_worker(trouble: str) -> bool:
+    """A workflow task that timed out after a worker process that no longer exists took it.
+
+    Temporal may hand a task to a long poll of a worker killed a moment before (it learns of the dead
+    poller only when the connection's end reaches the matching service); the task then times out and
+    goes to a live worker: Temporal's designed recovery, like a sticky hand-over. A task taken by a live
+    worker that never answered is a real fault and fails the test.
+    """
+    found = re.search(r"START_TO_CLOSE\) taken by (\d+)@", trouble)
+    return found is not None and not psutil.pid_exists(int(found.group(1)))
 
 
 def _xfail_if_starved(starved: list[str]) -> None:
@@ -202,14 +218,27 @@ def _workflow_task_troubles(history: WorkflowHistory) -> list[str]:
     """What `conftest.assert_healthy` rejects: each failed or timed-out workflow task, with its failure and
     the end of its stack trace (evidence for a report)."""
     found = []
+    events = {event.event_id: event for event in history.events}
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             failure = event.workflow_task_failed_event_attributes.failure
             found.append(f"#{event.event_id} failed: {failure.message} {failure.stack_trace}")
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             kind = event.workflow_task_timed_out_event_attributes.timeout_type
-            found.append(f"#{event.event_id} timed out ({TimeoutType.Name(kind)})")
+            started = events.get(event.workflow_task_timed_out_event_attributes.started_event_id)
+            taken = f" taken by {started.workflow_task_started_event_attributes.identity}" if started else ""
+            found.append(f"#{event.event_id} timed out ({TimeoutType.Name(kind)}){taken}")
     return found
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie has ended: only its exit status is left to collect)."""
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
 
 
 def _each_once(log: BodyLog, run_id: str, tasks: set[str]) -> None:
@@ -301,6 +330,9 @@ async def test_sigkill_of_the_activity_worker_mid_task(
     below = psutil.Process(worker.pid).children(recursive=True)  # its task host and the task's process
     os.kill(worker.pid, signal.SIGKILL)  # the worker alone: what it started must die with it
     worker.wait()
+    # The try learns of its worker's death through its task host and zygote: let that finish before the
+    # body may return (opened at once, a busy machine let the doomed body see the gate first).
+    await _eventually(lambda: not _alive(below), 15, "the killed worker's task host and try to end")
     _start_worker(stack, "activities")
     log.open_gate()
     await _ended(api, "chaos_chain", run_id, 240)
@@ -309,8 +341,6 @@ async def test_sigkill_of_the_activity_worker_mid_task(
     starts = log.starts(run_id)
     assert starts["first"] == starts["last"] == 1 and 1 <= starts["held"] <= 2, log.path.read_text()
     assert log.ends(run_id)["held"] == 1  # the killed try never returned
-    left = [p for p in below if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, [p.cmdline() for p in left]
     assert not psutil.pid_exists(log.pids("held")[0]) or psutil.Process(log.pids("held")[0]).status() == "zombie"
     _xfail_if_starved(await _assert_one_healthy_workflow(temporal, "chaos_chain", run_id))
 
