@@ -418,6 +418,35 @@ async def test_two_schedulers_and_a_flood_of_rest_triggers(
     _xfail_if_starved(starved)
 
 
+async def test_fifty_running_managed_runs_leave_room_for_airflow_run_dags(
+    api: AirflowRest, temporal: Client, tmp_path: Path
+) -> None:
+    """Airflow's scheduler examines 20 running runs per loop (`max_dagruns_per_loop_to_schedule`'s
+    default): 50 running managed runs must not take those places from a DAG Airflow itself runs."""
+    log = BodyLog(tmp_path / "bodies")
+    await _unmanaged_run_time(api, log)  # the DAG's first run also waits for LocalExecutor's workers
+    idle = await _unmanaged_run_time(api, log)
+    held = [api.trigger("chaos_one", {**log.conf, "hold": "only"}) for _ in range(50)]
+    try:
+        await _eventually(lambda: all(_state(api, "chaos_one", r) == "running" for r in held), 120, "50 running")
+        busy = await _unmanaged_run_time(api, log)
+    finally:
+        log.open_gate()
+    print(f"unmanaged run, trigger to success: {idle:.1f}s idle, {busy:.1f}s beside 50 running managed runs")
+    for run_id in held:
+        assert await _ended(api, "chaos_one", run_id, 300) == "success"
+        _each_once(log, run_id, {"only"})
+
+
+async def _unmanaged_run_time(api: AirflowRest, log: BodyLog) -> float:
+    """Trigger `chaos_unmanaged`; seconds until it succeeded (a starved run would never start)."""
+    started = time.monotonic()
+    run_id = api.trigger("chaos_unmanaged", log.conf)
+    assert await _ended(api, "chaos_unmanaged", run_id, 120) == "success"
+    assert log.starts(run_id) == {"only": 1}
+    return time.monotonic() - started
+
+
 async def test_postgres_away_for_30s_while_a_task_finishes(
     api: AirflowRest, temporal: Client, stack: LocalStack, tmp_path: Path
 ) -> None:

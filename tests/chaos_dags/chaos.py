@@ -1,4 +1,4 @@
-"""Small DAGs for the chaos tests (`tests/test_chaos.py`), all tagged `temporal`.
+"""Small DAGs for the chaos tests (`tests/test_chaos.py`), all but `chaos_unmanaged` tagged `temporal`.
 
 Every task body appends `start {run_id} {task_id} {pid}` to the file named by the `counter` param when
 it begins and `end {run_id} {task_id}` when it returns, so a test counts how often each body ran and
@@ -67,6 +67,12 @@ def chaos_one() -> None:
     body.override(task_id="only")()
 
 
+@dag(**{**_COMMON, "tags": []}, params=_PARAMS)
+def chaos_unmanaged() -> None:
+    """Not tagged `temporal`: Airflow's scheduler and LocalExecutor run it."""
+    body.override(task_id="only")()
+
+
 @dag(**_COMMON, params={"count": Param(1, type="integer", minimum=0)})
 def chaos_params() -> None:
     @task
@@ -80,3 +86,4 @@ chaos_chain()
 chaos_wide()
 chaos_one()
 chaos_params()
+chaos_unmanaged()
