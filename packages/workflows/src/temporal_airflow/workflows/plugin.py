@@ -9,29 +9,21 @@ encryption). Our own ``temporal-airflow worker workflows`` is built the same way
 from __future__ import annotations
 
 import gc
-import logging
 import os
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkerConfig
+from temporalio.worker import Worker, WorkerConfig
 
 from temporal_airflow.models.converter import StorageSettings, data_converter
-from temporal_airflow.workflows import clock, local_run
+from temporal_airflow.workflows import clock, collector, local_run
 from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
 from temporal_airflow.workflows.pools import PoolWorkflow
 from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
 
 WORKFLOWS: list[type] = [ExecuteAirflowDagWorkflow, ExecuteAirflowDagDeepWorkflow, PoolWorkflow]
-
-log = logging.getLogger(__name__)
-
-#: A full garbage-collector pass at least this long is logged: it holds every workflow task of the
-#: process meanwhile, and past Temporal's 2 s deadlock detector it fails the one that was running.
-SLOW_COLLECTION_SECONDS = 0.5
 
 
 def max_concurrent_workflow_tasks() -> int:
@@ -62,28 +54,7 @@ async def airflow_clock() -> AsyncIterator[None]:
     local_run.warm_up()  # Airflow's first scheduling turn in a process costs seconds: not in a workflow task
     gc.collect()
     gc.freeze()
-    if _report_slow_collections not in gc.callbacks:
-        gc.callbacks.append(_report_slow_collections)
     yield
-
-
-_collection_started: list[float] = []
-
-
-def _report_slow_collections(phase: str, info: dict[str, int]) -> None:
-    """``gc.callbacks`` hook: log each full collection that took :data:`SLOW_COLLECTION_SECONDS` or more."""
-    if info["generation"] != 2:
-        return
-    if phase == "start":
-        _collection_started[:] = [time.perf_counter()]
-    elif _collection_started and (took := time.perf_counter() - _collection_started[0]) >= SLOW_COLLECTION_SECONDS:
-        log.warning(
-            "Full garbage collection took %.2f s (%d objects tracked, %d collected): every workflow task of "
-            "this worker waited",
-            took,
-            len(gc.get_objects(generation=2)),
-            info["collected"],
-        )
 
 
 class AirflowWorkflowsPlugin(SimplePlugin):
@@ -106,4 +77,18 @@ class AirflowWorkflowsPlugin(SimplePlugin):
             # worker's own queue: wait longer before handing it elsewhere (a dead worker's runs move on
             # after this too).
             config["sticky_queue_schedule_to_start_timeout"] = STICKY_TIMEOUT
+        if config.get("workflow_task_executor") is None:
+            # The SDK's own default, counted: full garbage collections wait for a moment with none in flight.
+            config["workflow_task_executor"] = collector.CountingExecutor(
+                max_workers=config.get("max_concurrent_workflow_tasks") or 500, thread_name_prefix="workflow_task"
+            )
         return config
+
+    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
+        executor = worker.config().get("workflow_task_executor")
+        try:
+            async with collector.collections_between_tasks():
+                await super().run_worker(worker, next)
+        finally:
+            if isinstance(executor, collector.CountingExecutor):
+                executor.shutdown(wait=False)  # the SDK shuts down only the pool it made itself
