@@ -66,6 +66,8 @@ TASK_INPUT = models.ActivityTaskInput(
 ASSET_UPDATE = models.AssetUpdate(uri="s3://b/k", name="k", task_id="t", map_index=1)
 SNAPSHOT = models.RunSnapshot(run=RUN, fileloc="/d.py", serialized_dag={"dag": {}}, tasks=[SUMMARY], generation=2)
 
+HOLDER = models.PoolHolder(workflow_id="w", run_id="r", try_id="t#try1", slots=2)
+
 PREVIOUS = models.PreviousRun(run_id="p", logical_date=NOW, run_type="scheduled", state="failed", tasks=[SUMMARY])
 
 SAMPLES: dict[type, object] = {
@@ -146,6 +148,13 @@ SAMPLES: dict[type, object] = {
     models.PreviousRunInput: models.PreviousRunInput(dag_id="d", run_id="r", task_ids=["t"], catchup=True),
     models.PreviousRun: PREVIOUS,
     models.PreviousRunResult: models.PreviousRunResult(previous=PREVIOUS),
+    models.PoolHolder: HOLDER,
+    models.PoolHolders: models.PoolHolders(holders=[HOLDER]),
+    models.PoolState: models.PoolState(
+        pool="p", service_task_queue="q-service", size=3, holders=[HOLDER], check_every_seconds=5.0
+    ),
+    models.PoolAcquisition: models.PoolAcquisition(holder=HOLDER, size=3),
+    models.PoolSlotRequest: models.PoolSlotRequest(pool="p", holder=HOLDER, workflow_task_queue="wq"),
 }
 
 

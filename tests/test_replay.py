@@ -2,11 +2,11 @@
 
 Recorded histories (tests/histories/) guard against code changes that would break runs already in
 flight: standalone and deep runs with retries, a dead task process, mapping, branching, cancellation,
-continue-as-new and a lost worker. They are written by the tests that produce those runs; refresh them
-all with ``RECORD_HISTORIES=1 uv run pytest -n 0 tests/test_engine.py tests/test_replay.py
-tests/test_deep.py tests/test_worker_crash.py``. A recorded history with a workflow-task failure in it is
-a bug, not a fixture: the test fails on it. Live runs guard the current code, including concurrent
-workflows in one worker.
+continue-as-new, a lost worker, a standalone pool's workflow. They are written by the tests that produce
+those runs; refresh them all with ``RECORD_HISTORIES=1 uv run pytest -n 0 tests/test_engine.py
+tests/test_replay.py tests/test_deep.py tests/test_worker_crash.py tests/test_standalone_pools.py``. A
+recorded history with a workflow-task failure in it is a bug, not a fixture: the test fails on it. Live
+runs guard the current code, including concurrent workflows in one worker.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_every_workflow_and_path_has_a_recorded_history() -> None:
         "etl", "trigger_rules", "flaky_retry", "branching", "mapped", "retry_policy", "process_dies",
         "cancelled", "long_chain_continued", "long_chain_resumed", "lost_worker",
         "deep_progress", "deep_long_chain_continued", "deep_long_chain_resumed",
+        "standalone_pool", "pool_workflow", "pool_workflow_continued",
     }  # fmt: skip
     assert expected <= recorded, f"missing recorded histories: {sorted(expected - recorded)}"
 

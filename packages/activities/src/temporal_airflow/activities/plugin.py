@@ -19,6 +19,7 @@ from temporalio.worker import WorkerConfig
 from temporal_airflow.activities.callback_activities import CALLBACK_ACTIVITIES
 from temporal_airflow.activities.child import HEARTBEAT_EVERY
 from temporal_airflow.activities.pool_activities import POOL_ACTIVITIES
+from temporal_airflow.activities.standalone_pool_activities import STANDALONE_POOL_ACTIVITIES
 from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
@@ -43,6 +44,7 @@ def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
         *TRIGGER_ACTIVITIES,
         *SYNC_ACTIVITIES,
         *POOL_ACTIVITIES,
+        *STANDALONE_POOL_ACTIVITIES,
         *CALLBACK_ACTIVITIES,
     ]
 

@@ -29,6 +29,15 @@ RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
 ACQUIRE_POOL_SLOT_ACTIVITY = "acquire_pool_slot"
 LOAD_PREVIOUS_RUN_ACTIVITY = "load_previous_run"
+#: Standalone pools: one workflow per pool name holds its slots (see ``temporal_airflow.workflows.pools``).
+POOL_WORKFLOW = "temporal_airflow_pool"
+ACQUIRE_STANDALONE_POOL_SLOT_ACTIVITY = "acquire_standalone_pool_slot"
+FIND_CLOSED_POOL_HOLDERS_ACTIVITY = "find_closed_pool_holders"
+POOL_ACQUIRE_UPDATE = "acquire"
+POOL_RELEASE_SIGNAL = "release"
+POOL_STATE_QUERY = "state"
+#: Sizes of the standalone pools, read by activity workers: ``name=slots,other=slots``.
+POOLS_ENV = "TEMPORAL_AIRFLOW_POOLS"
 #: Signal both workflows take: a user marked a task instance in Airflow's UI or REST API.
 MARK_TASK_SIGNAL = "mark_task"
 #: Signal of the deep workflow: its running DagRun was cleared (in part) in Airflow; carries the new clear number.
@@ -50,6 +59,11 @@ def service_task_queue(activity_task_queue: str) -> str:
     return f"{activity_task_queue}-service"
 
 
+def pool_workflow_id(pool: str) -> str:
+    """The id of the workflow holding a standalone pool's slots: one per pool name and namespace."""
+    return f"temporal-airflow-pool:{pool}"
+
+
 #: Error types raised as non-retryable ApplicationErrors.
 DAG_IMPORT_ERROR = "DagImportError"
 DAG_NOT_FOUND_ERROR = "DagNotFound"
@@ -57,7 +71,8 @@ INVALID_CONF_ERROR = "InvalidDagRunConf"
 XCOM_TOO_LARGE_ERROR = "XComTooLarge"
 #: The task's process died without reporting an outcome (segfault, ``os._exit``, OOM kill): one failed try.
 TASK_PROCESS_DIED_ERROR = "TaskProcessDied"
-#: Deep mode: the task's Airflow pool has no room for it now (retried) / can never have (not retried).
+#: The task's pool (Airflow's in deep mode, a configured one standalone) has no room for it now (retried) /
+#: can never have (not retried).
 POOL_FULL_ERROR = "PoolFull"
 POOL_UNAVAILABLE_ERROR = "PoolUnavailable"
 #: A deferred task's trigger raised instead of yielding an event: the task resumes only to fail.
@@ -478,3 +493,58 @@ class DagRunStatusSync:
     run_id: str
     state: str
     end_date: datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Standalone pools: a workflow per pool holds its slots for every standalone run on the namespace.
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoolHolder:
+    """One try holding slots of a standalone pool: the run's workflow execution and the try's id."""
+
+    workflow_id: str
+    run_id: str
+    #: The try's activity id (``extract#try1``): unique within the run's execution.
+    try_id: str
+    slots: int = 1
+
+
+@dataclass
+class PoolHolders:
+    """Holders of a pool: the ones to look at, or (as the answer) those whose run has closed."""
+
+    holders: list[PoolHolder] = field(default_factory=list)
+
+
+@dataclass
+class PoolState:
+    """A pool workflow's input (carried over continue-as-new) and the answer to its ``state`` query."""
+
+    pool: str
+    #: Where the workflow runs ``find_closed_pool_holders`` (the queue its first acquisition ran on).
+    service_task_queue: str
+    #: The size the last acquisition was given (the activity worker's configuration).
+    size: int = 0
+    holders: list[PoolHolder] = field(default_factory=list)
+    #: How often, while the pool has holders, it releases those whose run has closed without releasing.
+    check_every_seconds: float = 60.0
+
+
+@dataclass
+class PoolAcquisition:
+    """Argument of the pool workflow's ``acquire`` update: the holder and the pool's configured size."""
+
+    holder: PoolHolder
+    size: int
+
+
+@dataclass
+class PoolSlotRequest:
+    """Input of ``acquire_standalone_pool_slot``: a try's slots of a pool, taken before it starts."""
+
+    pool: str
+    holder: PoolHolder
+    #: The run's own workflow queue: the pool workflow is started there when it is not running.
+    workflow_task_queue: str

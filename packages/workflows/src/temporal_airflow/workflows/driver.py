@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -51,6 +51,7 @@ from temporal_airflow.models import (
 )
 from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
+from temporal_airflow.workflows.pool_slots import holding_slots
 from temporal_airflow.workflows.waits import DeferralWaits
 
 #: Extra time granted beyond a task's own ``execution_timeout`` (Airflow enforces that one itself).
@@ -71,8 +72,8 @@ _INFRA_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[TASK_PROCESS_DIED_ERROR, XCOM_TOO_LARGE_ERROR],
 )
-#: Deep mode: waiting for a slot of an Airflow pool is Temporal retrying the acquisition, with backoff on
-#: the server (no history event per attempt), for as long as it takes.
+#: Waiting for a pool's slots (Airflow's in deep mode, a standalone pool's workflow otherwise) is Temporal
+#: retrying the acquisition, with backoff on the server (no history event per attempt), for as long as it takes.
 _POOL_WAIT = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=1.5,
@@ -383,20 +384,20 @@ class DagRunDriver:
         execution_timeout = self.local.task_attribute(key.task_id, "execution_timeout")
         start_to_close = execution_timeout + _TIMEOUT_GRACE if execution_timeout else _NO_TIMEOUT
         try:
-            await self._take_pool_slots(key, task_input)
-            result = await workflow.execute_activity(
-                RUN_TASK_ACTIVITY,
-                task_input,
-                result_type=TaskExecutionResult,
-                task_queue=self.options.activity_task_queue,
-                activity_id=key.activity_id(task_input.try_number),
-                summary=f"{key.label} (try {task_input.try_number})",
-                start_to_close_timeout=start_to_close,
-                heartbeat_timeout=self.options.heartbeat_timeout,
-                retry_policy=_INFRA_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                priority=Priority(priority_key=self.local.priority_key(key)),
-            )
+            async with self._take_pool_slots(key, task_input):
+                result = await workflow.execute_activity(
+                    RUN_TASK_ACTIVITY,
+                    task_input,
+                    result_type=TaskExecutionResult,
+                    task_queue=self.options.activity_task_queue,
+                    activity_id=key.activity_id(task_input.try_number),
+                    summary=f"{key.label} (try {task_input.try_number})",
+                    start_to_close_timeout=start_to_close,
+                    heartbeat_timeout=self.options.heartbeat_timeout,
+                    retry_policy=_INFRA_RETRY,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    priority=Priority(priority_key=self.local.priority_key(key)),
+                )
             self._finished.append((key, result, None))
         except ActivityError as err:
             cause = err.cause or err
@@ -406,14 +407,16 @@ class DagRunDriver:
                 raise
             self._finished.append((key, None, "marked by a user"))
 
-    async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
-        """Deep mode: wait until the task's Airflow pool (other than ``default_pool``) has room for it."""
+    @contextlib.asynccontextmanager
+    async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> AsyncIterator[None]:
+        """Hold the task's pool slots (of a pool other than ``default_pool``) while its try runs: deep mode
+        takes them in Airflow's DB (Airflow counts them until the try ends), standalone mode from the pool's
+        workflow (given back when the try ends, however it ends)."""
         pool = self.local.task_attribute(key.task_id, "pool")
-        if not self.options.deep_integration or pool in (None, _DEFAULT_POOL):
+        if pool in (None, _DEFAULT_POOL):
+            yield
             return
-        await workflow.execute_activity(
-            ACQUIRE_POOL_SLOT_ACTIVITY,
-            task_input,
+        config = workflow.ActivityConfig(
             task_queue=service_task_queue(self.options.activity_task_queue),
             activity_id=f"{key.activity_id(task_input.try_number)}:pool",
             summary=f"{key.label}: slot of pool {pool}",
@@ -421,6 +424,13 @@ class DagRunDriver:
             retry_policy=_POOL_WAIT,
             priority=Priority(priority_key=self.local.priority_key(key)),
         )
+        if self.options.deep_integration:
+            await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, task_input, **config)
+            yield
+            return
+        slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
+        async with holding_slots(pool, slots, key.activity_id(task_input.try_number), config):
+            yield
 
     def _apply_finished(self) -> None:
         finished, self._finished = self._finished, []
