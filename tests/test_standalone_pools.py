@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
 from conftest import TEST_DAGS, DagRunner, Queues, assert_healthy, executions, record_history
+from temporal_airflow.activities.standalone_pool_activities import configured_pools
 from temporal_airflow.models import (
     POOL_STATE_QUERY,
     POOL_WORKFLOW,
@@ -18,7 +20,7 @@ from temporal_airflow.models import (
     service_task_queue,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = pytest.mark.integration
 
 DAGS = TEST_DAGS / "standalone_pools.py"
 POOLS = "standalone_one=1,standalone_cancelled=1,standalone_terminated=1,standalone_continued=1"
@@ -94,6 +96,26 @@ async def test_runs_share_a_pool_and_never_overlap_in_it(dag_runner: DagRunner, 
         assert_healthy(history)
     record_history("standalone_pool", history)
     assert_healthy(await client.get_workflow_handle(pool_workflow_id("standalone_one")).fetch_history())
+
+
+async def test_a_resized_pool_applies_at_the_next_acquisition(
+    dag_runner: DagRunner, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(POOLS_ENV, "standalone_one=2")
+    log = tmp_path / "holds.log"
+    result = await dag_runner.run(DAGS, dag_id="pool_one_slot", conf={"log": str(log), "seconds": 3})
+    assert result.state == "success"
+    assert [what for _, what in holds(log)] == ["start", "start", "end", "end"], holds(log)  # both at once
+    assert (await pool_state(client, "standalone_one")).size == 2
+
+
+def test_pool_sizes_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(POOLS_ENV, " etl = 4, db=1,, ")
+    assert configured_pools() == {"etl": 4, "db": 1}
+    monkeypatch.setenv(POOLS_ENV, "etl=four")
+    with pytest.raises(ApplicationError, match="'etl=four' is not name=slots") as raised:
+        configured_pools()
+    assert raised.value.non_retryable
 
 
 async def test_a_cancelled_run_gives_its_slot_back(dag_runner: DagRunner, client: Client, tmp_path: Path) -> None:
