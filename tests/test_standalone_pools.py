@@ -159,6 +159,7 @@ async def test_a_pool_continues_as_new_with_its_holders(
     await run.cancel()
     with pytest.raises(WorkflowFailureError):
         await run.result()
+    assert_healthy(await run.fetch_history())
     assert (await pool_state(client, "standalone_continued")).holders == []
     histories = await executions(client, pool)
     assert len(histories) >= 2
