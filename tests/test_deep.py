@@ -285,6 +285,22 @@ async def test_runs_share_an_airflow_pool_and_never_overlap_in_it(
     record_history("deep_pool", history)
 
 
+async def test_max_active_tis_per_dag_counts_the_tries_of_every_run(
+    client: Client, queues: Queues, workflow_worker: None, tmp_path: Path
+) -> None:
+    """Three runs of a DAG whose task allows one active try across runs: the tries take turns."""
+    log = tmp_path / "holds.log"
+    handles = [await start_deep(client, queues, "deep_one_per_dag", conf={"log": str(log)}) for _ in range(3)]
+    results = await asyncio.gather(*(handle.result() for handle in handles))
+    assert [r.state for r in results] == ["success"] * 3
+    marks = sorted((float(at), what) for what, at in (line.split() for line in log.read_text().splitlines()))
+    assert [what for _, what in marks] == ["start", "end"] * 3, marks  # never two at once
+    for handle in handles:
+        history = await handle.fetch_history()
+        assert_healthy(history)
+    record_history("deep_task_limit", history)
+
+
 async def test_a_task_in_a_missing_pool_fails_with_the_reason(
     client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
 ) -> None:

@@ -1,4 +1,5 @@
-"""Tasks in Airflow pools: `pooled` shares a one-slot pool across runs; `pool_missing` names no pool."""
+"""Tasks in Airflow pools: `pooled` shares a one-slot pool across runs; `pool_missing` names no pool;
+`one_per_dag` allows one active try of its task across runs (`max_active_tis_per_dag`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def deep_pooled():
     hold.expand(n=[1, 2])
 
 
+@dag(schedule=None, start_date=START, catchup=False, params={"log": "/dev/null"}, max_active_runs=4)
+def deep_one_per_dag():
+    """Its task runs one try at a time across all runs of the DAG (``max_active_tis_per_dag=1``)."""
+
+    @task(max_active_tis_per_dag=1)
+    def hold(**context) -> None:
+        log = Path(context["params"]["log"])
+        with log.open("a") as fh:
+            fh.write(f"start {time.time()}\n")
+        time.sleep(2)
+        with log.open("a") as fh:
+            fh.write(f"end {time.time()}\n")
+
+    hold()
+
+
 @dag(schedule=None, start_date=START, catchup=False)
 def deep_pool_missing():
     @task(pool="deep_no_such_pool")
@@ -36,3 +53,4 @@ def deep_pool_missing():
 
 deep_pooled()
 deep_pool_missing()
+deep_one_per_dag()

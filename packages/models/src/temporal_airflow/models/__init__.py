@@ -75,6 +75,8 @@ TASK_PROCESS_DIED_ERROR = "TaskProcessDied"
 #: can never have (not retried).
 POOL_FULL_ERROR = "PoolFull"
 POOL_UNAVAILABLE_ERROR = "PoolUnavailable"
+#: Airflow's default pool: every task is in it unless it names another; Temporal-run tries take no slots of it.
+DEFAULT_POOL = "default_pool"
 #: A deferred task's trigger raised instead of yielding an event: the task resumes only to fail.
 TRIGGER_FAILED_ERROR = "TriggerFailed"
 
@@ -227,6 +229,8 @@ class ActivityTaskInput:
     #: Set when the try resumes after a deferral: the method to call and its kwargs (with ``event``).
     next_method: str | None = None
     next_kwargs: dict[str, Any] | None = None
+    #: Deep mode, when the try takes its slot: the task's ``max_active_tis_per_dag``, counted across runs.
+    max_active_tis_per_dag: int | None = None
 
 
 @dataclass

@@ -33,6 +33,7 @@ from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
     ACQUIRE_POOL_SLOT_ACTIVITY,
+    DEFAULT_POOL,
     POOL_UNAVAILABLE_ERROR,
     RUN_DAG_CALLBACK_ACTIVITY,
     RUN_TASK_ACTIVITY,
@@ -81,8 +82,6 @@ _POOL_WAIT = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=[POOL_UNAVAILABLE_ERROR],
 )
-#: Airflow's default pool: every task is in it unless it names another; its slots are not taken here.
-_DEFAULT_POOL = "default_pool"
 #: A try's input may carry at most this many bytes of XCom values inline (Temporal caps payloads at
 #: 2 MiB); above it the try fails with a clear error instead of wedging the workflow. With a payload
 #: store configured, values above a small size travel by reference and never count here.
@@ -410,22 +409,25 @@ class DagRunDriver:
     @contextlib.asynccontextmanager
     async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> AsyncIterator[None]:
         """Hold the task's pool slots (of a pool other than ``default_pool``) while its try runs: deep mode
-        takes them in Airflow's DB (Airflow counts them until the try ends), standalone mode from the pool's
-        workflow (given back when the try ends, however it ends)."""
+        takes them in Airflow's DB (Airflow counts them until the try ends) together with the task's
+        ``max_active_tis_per_dag`` across runs, standalone mode from the pool's workflow (given back when
+        the try ends, however it ends)."""
         pool = self.local.task_attribute(key.task_id, "pool")
-        if pool in (None, _DEFAULT_POOL):
+        per_dag = self.local.task_attribute(key.task_id, "max_active_tis_per_dag")
+        if pool in (None, DEFAULT_POOL) and not (self.options.deep_integration and per_dag):
             yield
             return
         config = workflow.ActivityConfig(
             task_queue=service_task_queue(self.options.activity_task_queue),
             activity_id=f"{key.activity_id(task_input.try_number)}:pool",
-            summary=f"{key.label}: slot of pool {pool}",
+            summary=f"{key.label}: slot of pool {pool}" + (f", one of {per_dag} per DAG" if per_dag else ""),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=_POOL_WAIT,
             priority=Priority(priority_key=self.local.priority_key(key)),
         )
         if self.options.deep_integration:
-            await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, task_input, **config)
+            request = dataclasses.replace(task_input, max_active_tis_per_dag=per_dag)
+            await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, request, **config)
             yield
             return
         slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
