@@ -62,6 +62,7 @@ TASK_INPUT = models.ActivityTaskInput(
     reschedule=RESCHEDULE,
     next_method="execute_complete",
     next_kwargs={"event": 1},
+    max_active_tis_per_dag=2,
 )
 ASSET_UPDATE = models.AssetUpdate(uri="s3://b/k", name="k", task_id="t", map_index=1)
 SNAPSHOT = models.RunSnapshot(run=RUN, fileloc="/d.py", serialized_dag={"dag": {}}, tasks=[SUMMARY], generation=2)
