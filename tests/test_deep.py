@@ -286,7 +286,7 @@ async def test_runs_share_an_airflow_pool_and_never_overlap_in_it(
 
 
 async def test_max_active_tis_per_dag_counts_the_tries_of_every_run(
-    client: Client, queues: Queues, workflow_worker: None, tmp_path: Path
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, tmp_path: Path
 ) -> None:
     """Three runs of a DAG whose task allows one active try across runs: the tries take turns."""
     log = tmp_path / "holds.log"
@@ -295,6 +295,8 @@ async def test_max_active_tis_per_dag_counts_the_tries_of_every_run(
     assert [r.state for r in results] == ["success"] * 3
     marks = sorted((float(at), what) for what, at in (line.split() for line in log.read_text().splitlines()))
     assert [what for _, what in marks] == ["start", "end"] * 3, marks  # never two at once
+    for result in results:
+        assert api.task_instances("deep_one_per_dag", result.run_id)["hold"]["state"] == "success"
     for handle in handles:
         history = await handle.fetch_history()
         assert_healthy(history)

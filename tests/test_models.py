@@ -141,6 +141,11 @@ SAMPLES: dict[type, object] = {
         xcoms=[ENTRY],
     ),
     models.TaskInstancesSnapshot: models.TaskInstancesSnapshot(tasks=[SUMMARY]),
+    models.StartDeepRunResult: models.StartDeepRunResult(
+        dag=models.LoadSerializedDagResult(dag_id="d", fileloc="/d.py", serialized_dag={"dag": {}}, dag_version_id="v"),
+        run=models.CreateDagRunResult(run_id="r", dag_run_id=3, created=True, run_context=RUN),
+        task_instances=models.TaskInstancesSnapshot(tasks=[SUMMARY]),
+    ),
     models.TaskStatusSyncBatch: models.TaskStatusSyncBatch(
         updates=[models.TaskStatusSync(dag_id="d", run_id="r", task_id="t", state="success", try_number=1)]
     ),

@@ -30,6 +30,7 @@ from temporal_airflow.models import (
     INVALID_CONF_ERROR,
     LOAD_PREVIOUS_RUN_ACTIVITY,
     LOAD_SERIALIZED_DAG_ACTIVITY,
+    START_DEEP_RUN_ACTIVITY,
     SYNC_DAGRUN_STATUS_ACTIVITY,
     SYNC_TASK_STATUS_ACTIVITY,
     CreateDagRunInput,
@@ -42,6 +43,7 @@ from temporal_airflow.models import (
     PreviousRunInput,
     PreviousRunResult,
     RunContext,
+    StartDeepRunResult,
     TaskInstancesSnapshot,
     TaskStatusSync,
     TaskStatusSyncBatch,
@@ -336,7 +338,20 @@ def _prune_deadlines(run: Any, session: Any) -> None:
         Deadline.prune_deadlines(session=session, conditions={DagRun.id: run.id})
 
 
+@activity.defn(name=START_DEEP_RUN_ACTIVITY)
+def start_deep_run(request: CreateDagRunInput) -> StartDeepRunResult:
+    """Everything a deep run needs before its first task, in one activity: the serialized DAG, the DagRun
+    (created or found), its task instances (missing ones created), the DagRun ``running``. Each step is
+    its own transaction and idempotent, so a retry after a partial attempt completes it."""
+    dag = load_serialized_dag(LoadSerializedDagInput(request.dag_id))
+    run = create_dagrun_record(request)
+    task_instances = ensure_task_instances(EnsureTaskInstancesInput(request.dag_id, run.run_id))
+    sync_dagrun_status(DagRunStatusSync(request.dag_id, run.run_id, "running"))
+    return StartDeepRunResult(dag=dag, run=run, task_instances=task_instances)
+
+
 SYNC_ACTIVITIES: list[Callable[..., Any]] = [
+    start_deep_run,
     load_serialized_dag,
     create_dagrun_record,
     ensure_task_instances,

@@ -25,6 +25,8 @@ CREATE_DAGRUN_ACTIVITY = "create_dagrun_record"
 ENSURE_TASK_INSTANCES_ACTIVITY = "ensure_task_instances"
 SYNC_TASK_STATUS_ACTIVITY = "sync_task_status"
 SYNC_DAGRUN_STATUS_ACTIVITY = "sync_dagrun_status"
+#: The four above that start a deep run (load, create, ensure, ``running``), in one round trip.
+START_DEEP_RUN_ACTIVITY = "start_deep_run"
 RUN_TRIGGER_ACTIVITY = "run_airflow_trigger"
 RUN_DAG_CALLBACK_ACTIVITY = "run_dag_callback"
 ACQUIRE_POOL_SLOT_ACTIVITY = "acquire_pool_slot"
@@ -464,6 +466,16 @@ class TaskInstancesSnapshot:
     """The task instances of a run as Airflow's DB has them (cleared tasks have no state)."""
 
     tasks: list[TaskSummary] = field(default_factory=list)
+
+
+@dataclass
+class StartDeepRunResult:
+    """Result of ``start_deep_run``: the DAG, the DagRun (created or found, now ``running``), its task
+    instances, as ``load_serialized_dag``, ``create_dagrun_record`` and ``ensure_task_instances`` give them."""
+
+    dag: LoadSerializedDagResult
+    run: CreateDagRunResult
+    task_instances: TaskInstancesSnapshot
 
 
 @dataclass

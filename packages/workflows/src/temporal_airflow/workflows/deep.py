@@ -35,6 +35,7 @@ from temporal_airflow.models import (
     LOAD_SERIALIZED_DAG_ACTIVITY,
     MARK_TASK_SIGNAL,
     RUN_CLEARED_SIGNAL,
+    START_DEEP_RUN_ACTIVITY,
     SYNC_DAGRUN_STATUS_ACTIVITY,
     SYNC_TASK_STATUS_ACTIVITY,
     CreateDagRunInput,
@@ -49,6 +50,7 @@ from temporal_airflow.models import (
     PreviousRunInput,
     PreviousRunResult,
     RunProgress,
+    StartDeepRunResult,
     TaskInstancesSnapshot,
     TaskMark,
     TaskStatusSync,
@@ -69,6 +71,8 @@ _DB_RETRY = RetryPolicy(
     non_retryable_error_types=[DAG_NOT_FOUND_ERROR, INVALID_CONF_ERROR],
 )
 _DB_GIVE_UP = timedelta(minutes=30)
+#: Patch id: a run starts with one ``start_deep_run`` activity instead of four round trips.
+_ONE_START_ACTIVITY = "one-start-activity"
 #: States of a try the workflow has under way (the DB may not show them yet): never taken for a clear.
 _IN_FLIGHT_HERE = frozenset({None, "scheduled", "queued", "running"})
 #: States the activity itself writes through Airflow's Execution API; the mirror skips them.
@@ -139,23 +143,25 @@ class ExecuteAirflowDagDeepWorkflow:
 
     async def _start_run(self, input: DeepDagExecutionInput) -> tuple[LocalDagRun, str]:
         """Load the DAG, create or find the DagRun and its task instances, take over their states."""
-        loaded = await self._db(
-            LOAD_SERIALIZED_DAG_ACTIVITY, LoadSerializedDagInput(input.dag_id), LoadSerializedDagResult
-        )
         now = workflow.now()
         logical_date = input.logical_date or now
         run_id = input.run_id or DagRun.generate_run_id(
             run_type=DagRunType.MANUAL, logical_date=logical_date, run_after=now
         )
         self._run_id = run_id
-        created = await self._db(
-            CREATE_DAGRUN_ACTIVITY,
-            CreateDagRunInput(dag_id=input.dag_id, logical_date=logical_date, run_id=run_id, conf=input.conf),
-            CreateDagRunResult,
-        )
-        snapshot = await self._db(
-            ENSURE_TASK_INSTANCES_ACTIVITY, EnsureTaskInstancesInput(input.dag_id, run_id), TaskInstancesSnapshot
-        )
+        request = CreateDagRunInput(dag_id=input.dag_id, logical_date=logical_date, run_id=run_id, conf=input.conf)
+        one_start = workflow.patched(_ONE_START_ACTIVITY)
+        if one_start:
+            started = await self._db(START_DEEP_RUN_ACTIVITY, request, StartDeepRunResult)
+            loaded, created, snapshot = started.dag, started.run, started.task_instances
+        else:  # histories recorded before the four activities became one
+            loaded = await self._db(
+                LOAD_SERIALIZED_DAG_ACTIVITY, LoadSerializedDagInput(input.dag_id), LoadSerializedDagResult
+            )
+            created = await self._db(CREATE_DAGRUN_ACTIVITY, request, CreateDagRunResult)
+            snapshot = await self._db(
+                ENSURE_TASK_INSTANCES_ACTIVITY, EnsureTaskInstancesInput(input.dag_id, run_id), TaskInstancesSnapshot
+            )
         context = created.run_context
         assert context is not None
         local = create_local_run(
@@ -171,7 +177,8 @@ class ExecuteAirflowDagDeepWorkflow:
         local.restore(snapshot.tasks)
         for summary in snapshot.tasks:
             self._mirrored[TaskKey(summary.task_id, summary.map_index)] = (summary.state, summary.try_number)
-        await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
+        if not one_start:
+            await self._db(SYNC_DAGRUN_STATUS_ACTIVITY, DagRunStatusSync(input.dag_id, run_id, "running"))
         return local, loaded.fileloc
 
     async def _load_previous_run(self, local: LocalDagRun, task_ids: list[str]) -> None:
