@@ -75,6 +75,9 @@ _INFRA_RETRY = RetryPolicy(
 )
 #: Waiting for a pool's slots (Airflow's in deep mode, a standalone pool's workflow otherwise) is Temporal
 #: retrying the acquisition, with backoff on the server (no history event per attempt), for as long as it takes.
+#: Patch ids (``workflow.patched``): runs recorded before these features replay without them.
+_TASK_LIMIT_ACROSS_RUNS = "task-limit-across-runs"
+_STANDALONE_POOLS = "standalone-pools"
 _POOL_WAIT = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=1.5,
@@ -414,7 +417,9 @@ class DagRunDriver:
         the try ends, however it ends)."""
         pool = self.local.task_attribute(key.task_id, "pool")
         per_dag = self.local.task_attribute(key.task_id, "max_active_tis_per_dag")
-        if pool in (None, DEFAULT_POOL) and not (self.options.deep_integration and per_dag):
+        if per_dag and not (self.options.deep_integration and workflow.patched(_TASK_LIMIT_ACROSS_RUNS)):
+            per_dag = None  # standalone: counted within the run; deep: runs that started before the patch
+        if pool in (None, DEFAULT_POOL) and not per_dag:
             yield
             return
         config = workflow.ActivityConfig(
@@ -429,6 +434,9 @@ class DagRunDriver:
             request = dataclasses.replace(task_input, max_active_tis_per_dag=per_dag)
             await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, request, **config)
             yield
+            return
+        if not workflow.patched(_STANDALONE_POOLS):
+            yield  # a run that started before standalone pools existed goes on without them
             return
         slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
         async with holding_slots(pool, slots, key.activity_id(task_input.try_number), config):
