@@ -160,7 +160,7 @@ SAMPLES: dict[type, object] = {
         pool="p", service_task_queue="q-service", size=3, holders=[HOLDER], check_every_seconds=5.0
     ),
     models.PoolAcquisition: models.PoolAcquisition(holder=HOLDER, size=3),
-    models.PoolSlotRequest: models.PoolSlotRequest(pool="p", holder=HOLDER, workflow_task_queue="wq"),
+    models.PoolSlotRequest: models.PoolSlotRequest(pool="p", holder=HOLDER, workflow_task_queue="wq", size=3),
 }
 
 

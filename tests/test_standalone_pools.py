@@ -18,6 +18,7 @@ from temporal_airflow.models import (
     PoolState,
     pool_workflow_id,
     service_task_queue,
+    task_limit_pool,
 )
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,23 @@ async def test_runs_share_a_pool_and_never_overlap_in_it(dag_runner: DagRunner, 
         assert_healthy(history)
     record_history("standalone_pool", history)
     assert_healthy(await client.get_workflow_handle(pool_workflow_id("standalone_one")).fetch_history())
+
+
+async def test_max_active_tis_per_dag_holds_across_runs(dag_runner: DagRunner, client: Client, tmp_path: Path) -> None:
+    """A task with ``max_active_tis_per_dag=1`` in ``default_pool``: two runs' tries take turns."""
+    log = tmp_path / "holds.log"
+    handles = [
+        await dag_runner.start(DAGS, dag_id="pool_task_limit", conf={"log": str(log), "seconds": 1}) for _ in range(2)
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=300)
+    assert [r.state for r in results] == ["success", "success"], [r.tasks for r in results]
+    assert [what for _, what in holds(log)] == ["start", "end"] * 2, holds(log)  # one at a time, across runs
+    state = await pool_state(client, task_limit_pool("pool_task_limit", "hold"))
+    assert state.holders == [] and state.size == 1
+    for handle in handles:
+        history = await handle.fetch_history()
+        assert_healthy(history)
+    record_history("standalone_task_limit", history)
 
 
 async def test_a_resized_pool_applies_at_the_next_acquisition(

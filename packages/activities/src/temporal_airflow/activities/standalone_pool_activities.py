@@ -7,7 +7,8 @@ workflow. A full pool is a retryable, benign error (logged at DEBUG level only):
 activity with backoff on the server, and the wait adds nothing to the run's history. A pool that is not
 configured (Airflow fails a task whose pool does not exist), or has fewer slots than the task needs, can
 never admit the try: a non-retryable error that names the pool and the variable. ``default_pool`` is never
-taken (the workflow does not ask for it).
+taken (the workflow does not ask for it). A task's ``max_active_tis_per_dag`` is a pool of its own, sized by
+the DAG (``models.task_limit_pool``), held the same way.
 
 ``find_closed_pool_holders`` is how a pool workflow finds slots a run never gave back: it describes each
 holder's run and answers those that have closed (or are gone).
@@ -58,7 +59,7 @@ def configured_pools() -> dict[str, int]:
 async def acquire_standalone_pool_slot(request: PoolSlotRequest) -> None:
     """Take the try's slots of its pool once the pool has room (see the module docstring)."""
     pool, needed = request.pool, request.holder.slots
-    size = configured_pools().get(pool)
+    size = configured_pools().get(pool) if request.size is None else request.size
     if size is None or size < needed:
         reason = f"is not configured (set {POOLS_ENV}=name=slots)" if size is None else f"has {size} slots"
         raise ApplicationError(

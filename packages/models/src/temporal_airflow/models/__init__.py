@@ -61,6 +61,11 @@ def service_task_queue(activity_task_queue: str) -> str:
     return f"{activity_task_queue}-service"
 
 
+def task_limit_pool(dag_id: str, task_id: str) -> str:
+    """The standalone pool that holds a task's ``max_active_tis_per_dag`` across all runs of its DAG."""
+    return f"task-limit:{dag_id}.{task_id}"
+
+
 def pool_workflow_id(pool: str) -> str:
     """The id of the workflow holding a standalone pool's slots: one per pool name and namespace."""
     return f"temporal-airflow-pool:{pool}"
@@ -564,3 +569,6 @@ class PoolSlotRequest:
     holder: PoolHolder
     #: The run's own workflow queue: the pool workflow is started there when it is not running.
     workflow_task_queue: str
+    #: A pool the run's DAG defines itself (a task's ``max_active_tis_per_dag`` across runs, see
+    #: :func:`task_limit_pool`), with this size; ``None``: a configured pool (``TEMPORAL_AIRFLOW_POOLS``).
+    size: int | None = None

@@ -49,6 +49,7 @@ from temporal_airflow.models import (
     TaskSummary,
     XComEntry,
     service_task_queue,
+    task_limit_pool,
 )
 from temporal_airflow.workflows import summaries
 from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
@@ -136,6 +137,12 @@ def history_is_full() -> bool:
         or info.get_current_history_length() >= HISTORY_EVENT_BUDGET
         or info.get_current_history_size() >= HISTORY_BYTES_BUDGET
     )
+
+
+def _waits_for(pool: str | None, per_dag: int | None) -> list[str]:
+    """What a try's slot acquisition waits for, for its summary in Temporal's UI."""
+    waits = [f"slot of pool {pool}"] if pool not in (None, DEFAULT_POOL) else []
+    return waits + ([f"one of {per_dag} per DAG"] if per_dag else [])
 
 
 class DagRunDriver:
@@ -413,19 +420,19 @@ class DagRunDriver:
     async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> AsyncIterator[None]:
         """Hold the task's pool slots (of a pool other than ``default_pool``) while its try runs: deep mode
         takes them in Airflow's DB (Airflow counts them until the try ends) together with the task's
-        ``max_active_tis_per_dag`` across runs, standalone mode from the pool's workflow (given back when
-        the try ends, however it ends)."""
+        ``max_active_tis_per_dag`` across runs, standalone mode from the pool's workflow and the task
+        limit's (a pool of its own, :func:`task_limit_pool`), given back when the try ends, however it ends."""
         pool = self.local.task_attribute(key.task_id, "pool")
         per_dag = self.local.task_attribute(key.task_id, "max_active_tis_per_dag")
-        if per_dag and not (self.options.deep_integration and workflow.patched(_TASK_LIMIT_ACROSS_RUNS)):
-            per_dag = None  # standalone: counted within the run; deep: runs that started before the patch
+        if per_dag and not workflow.patched(_TASK_LIMIT_ACROSS_RUNS):
+            per_dag = None  # a run that started before: counted within the run only
         if pool in (None, DEFAULT_POOL) and not per_dag:
             yield
             return
         config = workflow.ActivityConfig(
             task_queue=service_task_queue(self.options.activity_task_queue),
             activity_id=f"{key.activity_id(task_input.try_number)}:pool",
-            summary=f"{key.label}: slot of pool {pool}" + (f", one of {per_dag} per DAG" if per_dag else ""),
+            summary=f"{key.label}: " + ", ".join(_waits_for(pool, per_dag)),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=_POOL_WAIT,
             priority=Priority(priority_key=self.local.priority_key(key)),
@@ -435,11 +442,16 @@ class DagRunDriver:
             await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, request, **config)
             yield
             return
-        if not workflow.patched(_STANDALONE_POOLS):
-            yield  # a run that started before standalone pools existed goes on without them
-            return
-        slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
-        async with holding_slots(pool, slots, key.activity_id(task_input.try_number), config):
+        try_id = key.activity_id(task_input.try_number)
+        async with contextlib.AsyncExitStack() as held:
+            if pool not in (None, DEFAULT_POOL) and workflow.patched(_STANDALONE_POOLS):
+                slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
+                await held.enter_async_context(holding_slots(pool, slots, try_id, config))
+            if per_dag:
+                limit = task_limit_pool(task_input.run.dag_id, key.task_id)
+                config = config.copy()
+                config["activity_id"], config["summary"] = f"{try_id}:limit", f"{key.label}: one of {per_dag} per DAG"
+                await held.enter_async_context(holding_slots(limit, 1, try_id, config, size=per_dag))
             yield
 
     def _apply_finished(self) -> None:

@@ -25,12 +25,15 @@ from temporal_airflow.models import (
 
 
 @contextlib.asynccontextmanager
-async def holding_slots(pool: str, slots: int, try_id: str, config: workflow.ActivityConfig) -> AsyncIterator[None]:
+async def holding_slots(
+    pool: str, slots: int, try_id: str, config: workflow.ActivityConfig, size: int | None = None
+) -> AsyncIterator[None]:
     """Hold ``slots`` of a standalone pool for the try ``try_id`` of the calling run workflow, and give them
-    back when the try ends; ``config`` says how to run the acquisition (on the service queue)."""
+    back when the try ends; ``config`` says how to run the acquisition (on the service queue); ``size``
+    sizes a pool the DAG defines (a task limit), where a configured pool's comes from the worker."""
     info = workflow.info()
     holder = PoolHolder(workflow_id=info.workflow_id, run_id=info.run_id, try_id=try_id, slots=slots)
-    request = PoolSlotRequest(pool, holder, workflow_task_queue=info.task_queue)
+    request = PoolSlotRequest(pool, holder, workflow_task_queue=info.task_queue, size=size)
     # A cancelled try waits for an acquisition in flight to finish, so that the release comes after it.
     acquisition = workflow.ActivityConfig(**config)
     acquisition["cancellation_type"] = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
