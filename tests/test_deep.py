@@ -7,6 +7,7 @@ Everything a user sees is checked through Airflow's REST API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -18,18 +19,25 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 
 import airflow
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from conftest import EXAMPLES, ROOT, Queues, airflow_dag_test, assert_healthy, executions, record_history
 from temporal_airflow.cli.airflow_rest import AirflowRest
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.cli.local_stack import LocalStack
-from temporal_airflow.models import DAG_NOT_FOUND_ERROR, DEEP_WORKFLOW, DagExecutionResult, DeepDagExecutionInput
+from temporal_airflow.models import (
+    DAG_NOT_FOUND_ERROR,
+    DEEP_WORKFLOW,
+    DagExecutionResult,
+    DeepDagExecutionInput,
+    RunProgress,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
 
@@ -233,12 +241,48 @@ async def test_nested_branches_propagate_skips_without_idle_timers(
     assert in_airflow == {t.task_id: t.state for t in result.tasks}
 
 
+async def test_a_deferred_task_shows_deferred_in_airflow_while_its_trigger_waits(
+    client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
+) -> None:
+    handle = await start_deep(client, queues, "deep_deferred")
+    seen = await _states_seen_in_airflow(api, handle, "deep_deferred", ["wait"])
+    result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert result.state == "success", [(t.task_id, t.state, t.error) for t in result.tasks]
+    assert "deferred" in seen["wait"], seen  # as under Airflow's own triggerer
+    assert api.task_instances("deep_deferred", result.run_id)["wait"]["state"] == "success"
+    assert_healthy(await handle.fetch_history())
+
+
+async def _states_seen_in_airflow(
+    api: AirflowRest, handle: WorkflowHandle, dag_id: str, task_ids: list[str]
+) -> dict[str, set[str]]:
+    """Every state Airflow's REST API showed for ``task_ids`` while the run ran (polled every 0.2 s)."""
+    seen: dict[str, set[str]] = {task_id: set() for task_id in task_ids}
+    run_id = ""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            return seen
+        if not run_id:
+            run_id = (await handle.query("progress", result_type=RunProgress)).run_id
+        if run_id:
+            with contextlib.suppress(HTTPError):
+                for task_id, ti in api.task_instances(dag_id, run_id).items():
+                    if task_id in seen:
+                        seen[task_id].add(ti["state"])
+        await asyncio.sleep(0.2)
+    return seen
+
+
 async def test_runtime_mapping_and_waiting_sensors_leave_the_rows_the_scheduler_would(
     client: Client, queues: Queues, workflow_worker: None, api: AirflowRest
 ) -> None:
     counter = tempfile.mktemp(prefix="deep-pokes-")
     handle = await start_deep(client, queues, "deep_semantics", conf={"counter": counter})
+    seen = await _states_seen_in_airflow(api, handle, "deep_semantics", ["poke_wait"])
     result = await asyncio.wait_for(handle.result(), timeout=300)
+    assert "up_for_reschedule" in seen["poke_wait"], seen  # between pokes, as under Airflow's scheduler
     assert result.state == "success", [(t.task_id, t.map_index, t.state, t.error) for t in result.tasks]
     history = await handle.fetch_history()
     assert_healthy(history)
