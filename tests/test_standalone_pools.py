@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from conftest import TEST_DAGS, DagRunner, Queues, assert_healthy, executions, record_history
@@ -81,38 +81,34 @@ async def run_while_another_is_stopped(
     return first, holds(second_log)
 
 
-async def test_runs_share_a_pool_and_never_overlap_in_it(dag_runner: DagRunner, client: Client, tmp_path: Path) -> None:
-    """Two runs, two tries each, one slot: the tries take turns, and the pool holds nothing afterwards."""
+async def two_runs_take_turns(dag_runner: DagRunner, dag_id: str, tmp_path: Path, tries: int) -> WorkflowHistory:
+    """Two concurrent runs of ``dag_id`` succeed with healthy histories, their ``tries`` tries never
+    overlapping; returns the last run's history."""
     log = tmp_path / "holds.log"
-    handles = [
-        await dag_runner.start(DAGS, dag_id="pool_one_slot", conf={"log": str(log), "seconds": 1}) for _ in range(2)
-    ]
+    handles = [await dag_runner.start(DAGS, dag_id=dag_id, conf={"log": str(log), "seconds": 1}) for _ in range(2)]
     results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=300)
     assert [r.state for r in results] == ["success", "success"], [r.tasks for r in results]
-    assert [what for _, what in holds(log)] == ["start", "end"] * 4, holds(log)  # one at a time, across runs
-    state = await pool_state(client, "standalone_one")
-    assert state.holders == [] and state.size == 1
+    assert [what for _, what in holds(log)] == ["start", "end"] * tries, holds(log)  # one at a time, across runs
     for handle in handles:
         history = await handle.fetch_history()
         assert_healthy(history)
+    return history
+
+
+async def test_runs_share_a_pool_and_never_overlap_in_it(dag_runner: DagRunner, client: Client, tmp_path: Path) -> None:
+    """Two runs, two tries each, one slot: the tries take turns, and the pool holds nothing afterwards."""
+    history = await two_runs_take_turns(dag_runner, "pool_one_slot", tmp_path, tries=4)
+    state = await pool_state(client, "standalone_one")
+    assert state.holders == [] and state.size == 1
     record_history("standalone_pool", history)
     assert_healthy(await client.get_workflow_handle(pool_workflow_id("standalone_one")).fetch_history())
 
 
 async def test_max_active_tis_per_dag_holds_across_runs(dag_runner: DagRunner, client: Client, tmp_path: Path) -> None:
     """A task with ``max_active_tis_per_dag=1`` in ``default_pool``: two runs' tries take turns."""
-    log = tmp_path / "holds.log"
-    handles = [
-        await dag_runner.start(DAGS, dag_id="pool_task_limit", conf={"log": str(log), "seconds": 1}) for _ in range(2)
-    ]
-    results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=300)
-    assert [r.state for r in results] == ["success", "success"], [r.tasks for r in results]
-    assert [what for _, what in holds(log)] == ["start", "end"] * 2, holds(log)  # one at a time, across runs
+    history = await two_runs_take_turns(dag_runner, "pool_task_limit", tmp_path, tries=2)
     state = await pool_state(client, task_limit_pool("pool_task_limit", "hold"))
     assert state.holders == [] and state.size == 1
-    for handle in handles:
-        history = await handle.fetch_history()
-        assert_healthy(history)
     record_history("standalone_task_limit", history)
 
 

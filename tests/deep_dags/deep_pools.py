@@ -12,16 +12,21 @@ from airflow.sdk import dag, task
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
 
+def _hold(context: dict) -> None:
+    """Hold for 2 s, writing ``start``/``end`` lines with the time to the ``log`` param's file."""
+    log = Path(context["params"]["log"])
+    with log.open("a") as fh:
+        fh.write(f"start {time.time()}\n")
+    time.sleep(2)
+    with log.open("a") as fh:
+        fh.write(f"end {time.time()}\n")
+
+
 @dag(schedule=None, start_date=START, catchup=False, params={"log": "/dev/null"}, max_active_runs=4)
 def deep_pooled():
     @task(pool="deep_one_slot")
     def hold(n: int, **context) -> None:
-        log = Path(context["params"]["log"])
-        with log.open("a") as fh:
-            fh.write(f"start {time.time()}\n")
-        time.sleep(2)
-        with log.open("a") as fh:
-            fh.write(f"end {time.time()}\n")
+        _hold(context)
 
     hold.expand(n=[1, 2])
 
@@ -32,12 +37,7 @@ def deep_one_per_dag():
 
     @task(max_active_tis_per_dag=1)
     def hold(**context) -> None:
-        log = Path(context["params"]["log"])
-        with log.open("a") as fh:
-            fh.write(f"start {time.time()}\n")
-        time.sleep(2)
-        with log.open("a") as fh:
-            fh.write(f"end {time.time()}\n")
+        _hold(context)
 
     hold()
 
