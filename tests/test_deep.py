@@ -300,7 +300,10 @@ async def test_runtime_mapping_and_waiting_sensors_leave_the_rows_the_scheduler_
     assert api.xcom("deep_semantics", result.run_id, "total") == (2 + 1) + (4 + 1) + (6 + 1)
     assert Path(counter).read_text().count("poke") == 3
     timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
-    assert len(timers) >= 3, "the deferral and the sensor's pokes wait on workflow timers"
+    # The sensor's three pokes wait on two timers. The 3 s deferral may find its moment already passed on a
+    # busy machine (no timer then): test_a_deferred_task_shows_deferred_in_airflow_while_its_trigger_waits
+    # checks deferral with a wait long enough to watch.
+    assert len(timers) >= 2, "the sensor's pokes wait on workflow timers"
 
 
 async def test_runs_share_an_airflow_pool_and_never_overlap_in_it(
