@@ -34,6 +34,7 @@ from conftest import (
 )
 from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
 from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.models import RUN_TASK_ACTIVITY as RUN_TASK
 from temporal_airflow.models import DagExecutionResult
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.workflows.worker import create_workflow_worker
@@ -196,6 +197,26 @@ async def test_long_run_continues_as_new_and_runs_every_task_once(workers: None)
     assert json.loads(by_key[("total", -1)].xcoms[0].value_json) == 42 + 40
     assert all(t.try_number == 1 for t in result.tasks if t.task_id.startswith("step_"))
     assert result.run_id.startswith("chain-")
+
+
+async def test_a_run_whose_replay_would_be_long_continues_as_new(dag_runner: DagRunner) -> None:
+    # 42 task instances, a budget of 420 evaluated per execution: about ten turns each, far below the
+    # shared server's event suggestion (300 events), so only the replay budget ends an execution.
+    counter = _counter()
+    handle = await dag_runner.start(PROBE, dag_id="long_chain", conf={"counter": counter}, replay_budget=420)
+    result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    runs = await executions(dag_runner.client, handle)
+    assert result.state == "success", [(t.task_id, t.state, t.error) for t in result.tasks if t.state != "success"]
+    assert len(runs) >= 3, "a 40-task chain must continue as new with a budget of ten turns"
+    for history in runs[:-1]:
+        assert_healthy(history)
+        scheduled = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        tries = [e for e in scheduled if e.activity_task_scheduled_event_attributes.activity_type.name == RUN_TASK]
+        assert 1 <= len(tries) <= 11, f"an execution ran {len(tries)} tries on a budget of about ten turns"
+        assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert_healthy(runs[-1])
+    record_history("replay_budget_continued", runs[0])
+    assert _runs(counter) == {f"step_{i:03d}": 1 for i in range(40)}
 
 
 async def test_cancelled_run_stops_its_task_and_fails_the_rest(dag_runner: DagRunner) -> None:

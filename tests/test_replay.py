@@ -43,7 +43,7 @@ def test_every_workflow_and_path_has_a_recorded_history() -> None:
         "cancelled", "long_chain_continued", "long_chain_resumed", "lost_worker",
         "deep_progress", "deep_long_chain_continued", "deep_long_chain_resumed",
         "standalone_pool", "pool_workflow", "pool_workflow_continued", "deep_pool", "deep_task_limit",
-        "standalone_task_limit",
+        "standalone_task_limit", "replay_budget_continued",
     }  # fmt: skip
     assert expected <= recorded, f"missing recorded histories: {sorted(expected - recorded)}"
 

@@ -48,6 +48,10 @@ RUN_CLEARED_SIGNAL = "run_cleared"
 #: Default task queues; override with TEMPORAL_WORKFLOW_TASK_QUEUE / TEMPORAL_ACTIVITY_TASK_QUEUE.
 DEFAULT_WORKFLOW_TASK_QUEUE = "airflow-workflows"
 DEFAULT_ACTIVITY_TASK_QUEUE = "airflow-tasks"
+#: An execution of a run continues as new once its scheduling turns have evaluated this many task
+#: instances in all (a turn costs about as much as the run has task instances, and a worker that evicts
+#: the run replays every turn): a replay stays well under the workflow-task timeout at any run size.
+DEFAULT_REPLAY_BUDGET = 2_500_000
 
 
 def service_task_queue(activity_task_queue: str) -> str:
@@ -120,6 +124,9 @@ class DagExecutionInput:
     #: A task's worker is presumed dead after this long without a heartbeat (the try then resumes
     #: on another worker, same Airflow try number).
     task_heartbeat_timeout_seconds: float = 60.0
+    #: Task instances one execution's turns may evaluate before it continues as new (see
+    #: ``DEFAULT_REPLAY_BUDGET``).
+    replay_budget: int = DEFAULT_REPLAY_BUDGET
     #: Set by the workflow itself when it continues as new: the run so far.
     resume: RunSnapshot | None = None
 
@@ -388,6 +395,9 @@ class DeepDagExecutionInput:
     conf: dict[str, Any] = field(default_factory=dict)
     activity_task_queue: str = DEFAULT_ACTIVITY_TASK_QUEUE
     task_heartbeat_timeout_seconds: float = 60.0
+    #: Task instances one execution's turns may evaluate before it continues as new (see
+    #: ``DEFAULT_REPLAY_BUDGET``).
+    replay_budget: int = DEFAULT_REPLAY_BUDGET
     #: Set by the workflow itself when it continues as new: the run so far.
     resume: RunSnapshot | None = None
 

@@ -117,6 +117,7 @@ class ExecuteAirflowDagDeepWorkflow:
                 activity_task_queue=self._queue,
                 heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
                 deep_integration=True,
+                replay_budget=input.replay_budget,
             ),
             after_turn=self._mirror,
             generation=resume.generation if resume else 0,

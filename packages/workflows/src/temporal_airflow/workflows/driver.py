@@ -34,6 +34,7 @@ from temporalio.exceptions import ActivityError
 from temporal_airflow.models import (
     ACQUIRE_POOL_SLOT_ACTIVITY,
     DEFAULT_POOL,
+    DEFAULT_REPLAY_BUDGET,
     POOL_UNAVAILABLE_ERROR,
     RUN_DAG_CALLBACK_ACTIVITY,
     RUN_TASK_ACTIVITY,
@@ -79,6 +80,7 @@ _INFRA_RETRY = RetryPolicy(
 #: Patch ids (``workflow.patched``): runs recorded before these features replay without them.
 _TASK_LIMIT_ACROSS_RUNS = "task-limit-across-runs"
 _STANDALONE_POOLS = "standalone-pools"
+_REPLAY_BUDGET = "replay-budget"
 _POOL_WAIT = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=1.5,
@@ -119,6 +121,7 @@ class DriverOptions:
     heartbeat_timeout: timedelta
     variables: dict[str, str] = field(default_factory=dict)
     deep_integration: bool = False
+    replay_budget: int = DEFAULT_REPLAY_BUDGET
 
 
 class ContinueAsNew(Exception):
@@ -174,6 +177,8 @@ class DagRunDriver:
         #: Running tries whose task instance a user marked or cleared: their outcome, whatever it is, is
         #: ignored (a clear applies once the try has stopped, so it never runs twice at once).
         self._overruled: dict[TaskKey, TaskMark] = {}
+        #: Task instances this execution's turns have evaluated (see :meth:`_replay_is_long`).
+        self._replay_weight = 0
         self._waits = DeferralWaits(service_task_queue(options.activity_task_queue), options.heartbeat_timeout)
 
     def carry(self, tasks: list[TaskSummary]) -> None:
@@ -209,12 +214,13 @@ class DagRunDriver:
                 if self.local.timed_out(workflow.now()):
                     await self._time_out()
                     return self.local.state
-                draining = history_is_full()
+                draining = history_is_full() or self._replay_is_long()
                 if draining and not self._running:
                     self._waits.cancel()  # the snapshot carries what they wait for
                     raise ContinueAsNew(self.snapshot())
                 capacity = 0 if draining else self.local.max_active_tasks - len(self._running)
                 turn = self.local.ready_tasks(capacity)
+                self._replay_weight += self.local.size
                 for task in turn.ready:
                     self._start(task)
                 if self.after_turn is not None:
@@ -228,6 +234,12 @@ class DagRunDriver:
         except asyncio.CancelledError:
             await self._cancel_running()
             raise
+
+    def _replay_is_long(self) -> bool:
+        """This execution's turns have evaluated ``replay_budget`` task instances: replaying it (after an
+        eviction) would take long, so the run continues as new. Executions recorded before the budget
+        existed replay without it."""
+        return self._replay_weight >= self.options.replay_budget and workflow.patched(_REPLAY_BUDGET)
 
     def snapshot(self) -> RunSnapshot:
         """The run so far, for the next execution (nothing may be running)."""

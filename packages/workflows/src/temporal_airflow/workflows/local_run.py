@@ -560,6 +560,11 @@ class LocalDagRun:
         return self.dag_run.state in (DagRunState.SUCCESS, DagRunState.FAILED)
 
     @property
+    def size(self) -> int:
+        """Task instances of the run loaded so far."""
+        return len(self._sorted)
+
+    @property
     def max_active_tasks(self) -> int:
         return int(self.dag.max_active_tasks)
 

@@ -65,6 +65,7 @@ class ExecuteAirflowDagWorkflow:
                 activity_task_queue=activity_queue,
                 heartbeat_timeout=timedelta(seconds=input.task_heartbeat_timeout_seconds),
                 variables=input.variables,
+                replay_budget=input.replay_budget,
             ),
             generation=resume.generation if resume else 0,
             marks=self._marks,
