@@ -38,7 +38,8 @@ dag_id, run_id, task_id, try_number = sys.argv[1], sys.argv[2], sys.argv[3], int
 with create_session() as session:
     run = RunContext.of(session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)))
     fileloc = session.scalar(select(DagModel.fileloc).where(DagModel.dag_id == dag_id))
-task = ActivityTaskInput(fileloc, task_id, try_number, max_tries=0, run=run, deep_integration=True)
+task = ActivityTaskInput(fileloc, task_id, try_number, max_tries=0, run=run, deep_integration=True,
+                         delivery_attempt=2)  # as Temporal redelivers it
 result = run_task_try(task)
 print("RESULT " + json.dumps({"state": result.state, "start_date": result.start_date.isoformat(),
                               "end_date": result.end_date.isoformat(), "error": result.error}))

@@ -86,7 +86,11 @@ class TaskActivities:
         """
         log_path = task_log_path(task)
         activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
-        task = dataclasses.replace(task, upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms))
+        task = dataclasses.replace(
+            task,
+            upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms),
+            delivery_attempt=activity.info().attempt,
+        )
         try:
             result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag_path=task.dag_path)
         except ChildFailed as err:

@@ -160,7 +160,8 @@ def _recorded_outcome(task: ActivityTaskInput, downstream_task_ids: set[str]) ->
     """The outcome Airflow's DB holds for this try, if it already ended.
 
     Temporal redelivers an activity whose completion was lost (worker died just after the try, timeout
-    while reporting): the try must not run a second time, its recorded outcome is the result. The try's
+    while reporting): the try must not run a second time, its recorded outcome is the result. A first
+    delivery has nothing to find, so only redeliveries ask. The try's
     mapped length (for downstream mapping) and the direct downstream tasks it skipped are read back too.
     """
     from airflow.models.taskinstance import TaskInstance
@@ -289,7 +290,8 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
 
     if task.deep_integration:
         _fresh_orm()
-        if (recorded := _recorded_outcome(task, set(operator.downstream_task_ids))) is not None:
+        redelivered = task.delivery_attempt > 1
+        if redelivered and (recorded := _recorded_outcome(task, set(operator.downstream_task_ids))) is not None:
             return recorded
         client, transport, ti_id, dag_version_id = _deep_client(task)
     else:

@@ -245,6 +245,9 @@ class ActivityTaskInput:
     next_kwargs: dict[str, Any] | None = None
     #: Deep mode, when the try takes its slot: the task's ``max_active_tis_per_dag``, counted across runs.
     max_active_tis_per_dag: int | None = None
+    #: Set by the activity worker: Temporal's attempt of this activity. Only a redelivered activity
+    #: (attempt above 1: a lost worker or a lost completion) may find its try already ended.
+    delivery_attempt: int = 1
 
 
 @dataclass
