@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
@@ -46,6 +46,7 @@ from temporal_airflow.models.converter import StorageSettings, data_converter
 from temporal_airflow.orchestrator import airflow_db, marks
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.ids import RunRef, workflow_id
+from temporal_airflow.orchestrator.prompt_start import QueuedRunWatch
 
 __all__ = ["TemporalBridge", "workflow_id"]
 
@@ -63,8 +64,10 @@ _WORKFLOW_TASK_TIMEOUT = timedelta(minutes=1)
 class TemporalBridge:
     """Owns the thread, loop and client; safe to call from the scheduler's thread."""
 
-    def __init__(self, settings: TemporalSettings) -> None:
+    def __init__(self, settings: TemporalSettings, wake_scheduler: Callable[[], None] | None = None) -> None:
+        """``wake_scheduler``: cuts the scheduler's idle sleep short (:mod:`.prompt_start`)."""
         self.settings = settings
+        self._wake_scheduler = wake_scheduler
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="temporal-bridge", daemon=True)
         self._client: Any = None
@@ -73,6 +76,8 @@ class TemporalBridge:
     def start(self) -> None:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._reconcile_forever(), self._loop)
+        if self._wake_scheduler is not None and self.settings.prompt_start_interval > 0:
+            asyncio.run_coroutine_threadsafe(self._watch_queued_forever(self._wake_scheduler), self._loop)
 
     def stop(self) -> None:
         try:
@@ -181,6 +186,19 @@ class TemporalBridge:
             except Exception:
                 log.exception("Temporal reconciliation failed; retrying")
             await asyncio.sleep(self.settings.reconcile_interval)
+
+    async def _watch_queued_forever(self, wake: Callable[[], None]) -> None:
+        """Wake the scheduler whenever a managed DAG gets a new queued run (see :mod:`.prompt_start`)."""
+        watch = QueuedRunWatch(self.settings)
+        while True:
+            pause = self.settings.prompt_start_interval
+            try:
+                if await asyncio.to_thread(watch.new_managed_runs):
+                    wake()
+            except Exception:
+                log.exception("Looking for queued runs failed; trying again after the reconcile interval")
+                pause = self.settings.reconcile_interval
+            await asyncio.sleep(pause)
 
     async def reconcile_once(self) -> None:
         runs = set(await asyncio.to_thread(airflow_db.running_managed_runs))

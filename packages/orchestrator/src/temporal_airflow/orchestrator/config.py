@@ -14,6 +14,9 @@ activity_task_queue    TEMPORAL_ACTIVITY_TASK_QUEUE       queue of the activity 
 managed_dags           TEMPORAL_MANAGED_DAGS              comma-separated dag_id globs, ``*`` = all
 managed_tag            TEMPORAL_MANAGED_TAG               DAGs with this tag are managed (``temporal``)
 reconcile_interval     TEMPORAL_RECONCILE_INTERVAL        seconds between reconciliations (5)
+prompt_start_interval  TEMPORAL_PROMPT_START_INTERVAL     seconds between looks for new queued runs of
+                                                          managed DAGs, which wake the scheduler's
+                                                          idle loop (0.1; 0 turns it off)
 task_heartbeat_timeout TEMPORAL_TASK_HEARTBEAT_TIMEOUT    seconds without a heartbeat before a task
                                                           try resumes on another worker (60)
 =====================  =================================  =====================================
@@ -42,6 +45,7 @@ _ENV = {
     "managed_dags": "TEMPORAL_MANAGED_DAGS",
     "managed_tag": "TEMPORAL_MANAGED_TAG",
     "reconcile_interval": "TEMPORAL_RECONCILE_INTERVAL",
+    "prompt_start_interval": "TEMPORAL_PROMPT_START_INTERVAL",
     "task_heartbeat_timeout": "TEMPORAL_TASK_HEARTBEAT_TIMEOUT",
     "ui_url": "TEMPORAL_UI_URL",
 }
@@ -71,6 +75,8 @@ class TemporalSettings:
     managed_dags: tuple[str, ...] = ()
     managed_tag: str = "temporal"
     reconcile_interval: float = 5.0
+    #: Seconds between looks for new queued runs of managed DAGs (:mod:`.prompt_start`); 0: never look.
+    prompt_start_interval: float = 0.1
     ui_url: str = ""
     #: A task try's worker is presumed dead after this long without a heartbeat; the try then resumes
     #: on another worker (same Airflow try number).
@@ -91,6 +97,7 @@ class TemporalSettings:
             managed_dags=globs,
             managed_tag=_setting("managed_tag", "temporal"),
             reconcile_interval=float(_setting("reconcile_interval", "5")),
+            prompt_start_interval=float(_setting("prompt_start_interval", "0.1")),
             ui_url=_setting("ui_url").rstrip("/"),
             task_heartbeat_timeout=float(_setting("task_heartbeat_timeout", "60")),
         )

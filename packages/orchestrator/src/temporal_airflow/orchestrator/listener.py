@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from temporal_airflow.orchestrator import seam
+from temporal_airflow.orchestrator import prompt_start, seam
 from temporal_airflow.orchestrator.bridge import TemporalBridge
 from temporal_airflow.orchestrator.config import TemporalSettings
 from temporal_airflow.orchestrator.ids import RunRef
@@ -44,7 +44,8 @@ def _start_bridge(settings: TemporalSettings) -> None:
     if _bridge is None:
         create_table()
         create_table(MARKS)
-        _bridge = TemporalBridge(settings)
+        sleeper = prompt_start.install() if settings.prompt_start_interval > 0 else None
+        _bridge = TemporalBridge(settings, wake_scheduler=sleeper.wake if sleeper is not None else None)
         _bridge.start()
 
 
