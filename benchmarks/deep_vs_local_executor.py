@@ -13,7 +13,9 @@ Then, per engine: **UI freshness**, how long after a task instance's end (its ``
 process reports the final state) the REST API first shows it finished (runs watched by polling the API
 every 50 ms; p50 and p95 over every task of ``--runs`` runs); and **throughput**, ``--concurrent`` runs of
 a 10-task chain triggered at once, wall time from the first trigger until every run has ended (all must
-succeed). Not a test: figures depend on the machine.
+succeed). Last, the **backlog**: an Airflow-run 10-task chain's trigger → success, alone and then beside
+``--backlog`` runs of a managed DAG left queued (its ``max_active_runs`` of 1 is held by a run that sleeps),
+so the scheduler and the plugin see them on every loop. Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ def chain():
 
 
 chain()
+"""
+BACKLOG_DAG = """
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="backlog_on_temporal", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+     tags=["temporal"], max_active_runs=1)
+def backlog():
+    @task
+    def hold() -> None:
+        import time
+
+        time.sleep(3600)
+
+    hold()
+
+
+backlog()
 """
 ENGINES = {"chain_on_temporal": "temporal-airflow", "chain_on_airflow": "Airflow LocalExecutor"}
 #: Per engine, the 10-task chain the throughput figure triggers ``--concurrent`` times at once.
@@ -119,6 +140,26 @@ def throughput(api: AirflowRest, dag_id: str, runs: int) -> float:
     return time.monotonic() - started
 
 
+def backlog(api: AirflowRest, managed: str, unmanaged: str, queued: int, runs: int) -> tuple[list[float], list[float]]:
+    """Trigger → success of ``unmanaged`` (LocalExecutor) runs, before and while ``queued`` runs of the
+    managed ``managed`` DAG wait in ``queued`` (its ``max_active_runs`` holds them back)."""
+
+    def latency() -> float:
+        run_id = api.trigger(unmanaged)
+        run = _ended(api, unmanaged, run_id, time.monotonic() + 300, every=0.1)
+        return (_time(run["end_date"]) - _time(run["queued_at"])).total_seconds()
+
+    idle = [latency() for _ in range(runs)]
+    for _ in range(queued):
+        api.trigger(managed)
+    waiting = int(api.request("GET", f"dags/{managed}/dagRuns?state=queued&limit=1")["total_entries"])
+    print(f"{waiting} runs of {managed} queued", flush=True)
+    if not waiting:
+        raise RuntimeError(f"no run of {managed} is queued: the backlog figure would mean nothing")
+    busy = [latency() for _ in range(runs)]
+    return idle, busy
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -130,8 +171,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=100, help="runs at once for the throughput figure")
     parser.add_argument(
-        "--only", action="append", choices=["chain", "freshness", "throughput"], help="just this figure (repeatable)"
+        "--only",
+        action="append",
+        choices=["chain", "freshness", "throughput", "backlog"],
+        help="just this figure (repeatable)",
     )
+    parser.add_argument("--backlog", type=int, default=1000, help="managed runs left queued for the backlog figure")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="temporal-airflow-bench-"))
@@ -144,6 +189,8 @@ def main() -> None:
         ten = TEN_TASKS[dag_id]
         text = DAG_TEMPLATE.format(dag_id=ten, tags=tags, tasks=10, max_active_runs=max(16, args.concurrent))
         (dags / f"{ten}.py").write_text(text)
+    # The backlog: a managed DAG whose runs stay queued behind one that never ends.
+    (dags / "backlog_on_temporal.py").write_text(BACKLOG_DAG)
 
     stack = LocalStack(workdir, dags)
     try:
@@ -154,7 +201,8 @@ def main() -> None:
         stack.start_dag_processor()
         stack.start_workers()
         api = AirflowRest(stack.api_url)
-        only = set(args.only or ["chain", "freshness", "throughput"])
+        only = set(args.only or ["chain", "freshness", "throughput", "backlog"])
+        waits: tuple[list[float], list[float]] = ([], [])
         figures: dict[str, list[dict[str, float]]] = {dag_id: [] for dag_id in ENGINES}
         fresh: dict[str, list[float]] = {}
         walls: dict[str, float] = {}
@@ -172,6 +220,9 @@ def main() -> None:
             for dag_id, ten in TEN_TASKS.items():
                 measure(api, ten, 10)  # warm-up of this DAG
                 walls[dag_id] = throughput(api, ten, args.concurrent)
+        if "backlog" in only:
+            measure(api, "ten_on_airflow", 10)  # warm-up of the unmanaged DAG
+            waits = backlog(api, "backlog_on_temporal", "ten_on_airflow", args.backlog, args.runs)
     finally:
         stack.stop()
 
@@ -194,6 +245,12 @@ def main() -> None:
         print(f"{'engine':<24}{'wall (s)':>10}{'tasks/s':>9}")
         for dag_id, engine in ENGINES.items():
             print(f"{engine:<24}{walls[dag_id]:>10.0f}{10 * args.concurrent / walls[dag_id]:>9.1f}")
+    if "backlog" in only:
+        idle, busy = waits
+        print(f"\nAirflow-run 10-task chain (LocalExecutor), trigger → success, {args.runs} runs each:\n")
+        print(f"{'':<40}{'median (s)':>12}{'max (s)':>9}")
+        for label, values in (("alone", idle), (f"beside {args.backlog} queued managed runs", busy)):
+            print(f"{label:<40}{statistics.median(values):>12.2f}{max(values):>9.2f}")
 
 
 if __name__ == "__main__":
