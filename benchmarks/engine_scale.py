@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ print("RESULT " + json.dumps({"wall": time.monotonic() - started, "state": str(r
 """
 
 
+#: As `temporal-airflow run` and the orchestrator start the workflows.
+WORKFLOW_TASK_TIMEOUT = timedelta(minutes=1)
 #: Temporal's warning thresholds for one execution's history.
 EVENT_LIMIT = 10_240
 BYTES_LIMIT = 10 * 1024 * 1024
@@ -177,6 +179,7 @@ async def standalone_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
                     DagExecutionInput(dag_path=str(dag_file), dag_id=dag_id, activity_task_queue="scale-act"),
                     id=f"scale-{dag_id}-{uuid.uuid4().hex[:6]}",
                     task_queue="scale-wf",
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                     result_type=DagExecutionResult,
                 )
                 runs.append(await measure(client, "standalone", dag_id, start))
@@ -207,6 +210,7 @@ async def deep_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
                     DeepDagExecutionInput(dag_id=dag_id, activity_task_queue="scale-deep-act"),
                     id=f"scale-deep-{dag_id}-{uuid.uuid4().hex[:6]}",
                     task_queue="scale-deep-wf",
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                     result_type=DagExecutionResult,
                 )
                 runs.append(await measure(client, "deep", dag_id, start))
