@@ -298,6 +298,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=["chain", "fanout"], help="run just this DAG (repeatable)")
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # As under Airflow, a task may be mapped over at most [core] max_map_length values (1,024 by default).
+    os.environ.setdefault("AIRFLOW__CORE__MAX_MAP_LENGTH", str(max(1024, args.fanout)))
     os.environ.setdefault("TEMPORAL_AIRFLOW_PAYLOAD_STORAGE", tempfile.mkdtemp(prefix="scale-payloads-"))
     workdir = Path(tempfile.mkdtemp(prefix="scale-dags-"))
     dag_file = workdir / "scale.py"

@@ -257,6 +257,15 @@ async def test_mapping_over_a_mapped_tasks_outputs(dag_runner: DagRunner) -> Non
     assert json.loads(total.xcoms[0].value_json) == 15
 
 
+async def test_a_fan_out_past_max_map_length_fails_its_producer_as_airflow_does(dag_runner: DagRunner) -> None:
+    result = await dag_runner.run(PROBE, dag_id="too_wide_fanout")
+    by_id = {t.task_id: t for t in result.tasks}
+    assert result.state == "failed"
+    assert by_id["indexes"].state == "failed"
+    assert by_id["indexes"].error is not None and "too large to map" in by_id["indexes"].error
+    assert all(t.state == "upstream_failed" for t in result.tasks if t.task_id == "work")
+
+
 async def test_wide_fanout_expands_in_batches_and_survives_continue_as_new(workers: None) -> None:
     counter = _counter()
     settings = {"limit.historyCount.suggestContinueAsNew": "400"}

@@ -161,3 +161,21 @@ def wide_fanout():
 
 
 wide_fanout()
+
+
+@dag(schedule=None, start_date=START)
+def too_wide_fanout():
+    """A fan-out over more values than Airflow's ``[core] max_map_length`` (1,024 by default) allows."""
+
+    @task
+    def indexes() -> list[int]:
+        return list(range(1025))
+
+    @task
+    def work(i: int) -> int:
+        return i
+
+    work.expand(i=indexes())
+
+
+too_wide_fanout()

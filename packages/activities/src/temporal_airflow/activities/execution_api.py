@@ -287,6 +287,14 @@ class StandaloneExecutionAPI:
 
     def _xcom_set(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
         map_index = int(request.url.params.get("map_index", -1))
+        mapped_length = request.url.params.get("mapped_length")
+        if mapped_length is not None and int(mapped_length) > _max_map_length():
+            # As Airflow's Execution API answers: a downstream task cannot map over this many values.
+            return _error(
+                400,
+                "pushed value is too large to map as a downstream's dependency",
+                reason="unmappable_return_value_length",
+            )
         self._xcoms[(task_id, key, map_index)] = request.content.decode()
         return httpx.Response(201, json={"ok": True})
 
@@ -305,6 +313,13 @@ class StandaloneExecutionAPI:
     def _connection(self, request: httpx.Request, conn_id: str) -> httpx.Response:
         # Connections come from the worker's environment / secrets backend, checked before this.
         return _error(404, f"Connection {conn_id} not found", reason="not_found")
+
+
+def _max_map_length() -> int:
+    """Airflow's ``[core] max_map_length``: how many values one task may be mapped over."""
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 def _describe(failure: Exception | httpx.Response) -> str:

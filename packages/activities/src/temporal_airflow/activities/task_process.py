@@ -327,7 +327,7 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         xcoms=list(transport.outcome.pushed_xcoms.values()),
         skipped_task_ids=sorted(set(transport.outcome.skipped_task_ids)),
         retry_delay_seconds=transport.outcome.retry_delay_seconds,
-        error=None if error is None else f"{type(error).__name__}: {error}",
+        error=None if error is None else _describe_error(error),
         traceback=None
         if error is None
         else "".join(traceback.format_exception(type(error), error, error.__traceback__)),
@@ -335,6 +335,16 @@ def run_task_try(task: ActivityTaskInput) -> TaskExecutionResult:
         reschedule_date=None if reported.reschedule_date is None else datetime.fromisoformat(reported.reschedule_date),
         deferral=None if reported.deferral is None else describe_deferral(reported.deferral, ended),
     )
+
+
+def _describe_error(error: BaseException) -> str:
+    """``Type: message``; an Execution API refusal (``ServerResponseError``) adds the API's reason, which
+    its message leaves out ("Server returned error")."""
+    text = f"{type(error).__name__}: {error}"
+    detail = getattr(error, "detail", None)
+    if isinstance(detail, dict) and ("reason" in detail or "message" in detail):
+        text += f" ({detail.get('reason', 'error')}: {detail.get('message', '')})"
+    return text
 
 
 def _plain(state: Any) -> str:
