@@ -51,7 +51,7 @@ DEFAULT_ACTIVITY_TASK_QUEUE = "airflow-tasks"
 #: An execution of a run continues as new once its scheduling turns have evaluated this many task
 #: instances in all (a turn costs about as much as the run has task instances, and a worker that evicts
 #: the run replays every turn): a replay stays well under the workflow-task timeout at any run size.
-DEFAULT_REPLAY_BUDGET = 2_500_000
+DEFAULT_REPLAY_BUDGET = 1_000_000
 
 
 def service_task_queue(activity_task_queue: str) -> str:
