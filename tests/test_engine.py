@@ -212,7 +212,9 @@ async def test_a_run_whose_replay_would_be_long_continues_as_new(dag_runner: Dag
         assert_healthy(history)
         scheduled = events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
         tries = [e for e in scheduled if e.activity_task_scheduled_event_attributes.activity_type.name == RUN_TASK]
-        assert 1 <= len(tries) <= 11, f"an execution ran {len(tries)} tries on a budget of about ten turns"
+        # About ten turns, a few tries each where the DAG fans out; without the budget an execution would
+        # run ~40 tries before the server's 300-event suggestion.
+        assert 1 <= len(tries) <= 20, f"an execution ran {len(tries)} tries on a budget of about ten turns"
         assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     assert_healthy(runs[-1])
     record_history("replay_budget_continued", runs[0])
