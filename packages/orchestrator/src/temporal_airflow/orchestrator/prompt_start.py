@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import types
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from temporal_airflow.orchestrator.config import TemporalSettings
@@ -69,7 +69,9 @@ class QueuedRunWatch:
 
     def __init__(self, settings: TemporalSettings) -> None:
         self.settings = settings
-        self._since: datetime | None = None
+        #: The newest queue time seen (runs queued before the bridge started are the scheduler's first
+        #: loops' business).
+        self._since = datetime.now(UTC)
 
     def new_managed_runs(self) -> bool:
         """Whether a managed DAG got a queued run since the last call (blocking: one or two queries)."""
@@ -80,18 +82,13 @@ class QueuedRunWatch:
         from sqlalchemy import func, select
 
         query = select(DagRun.dag_id, DagRun.queued_at).where(
-            DagRun.state == DagRunState.QUEUED, DagRun.run_after <= func.now()
+            DagRun.state == DagRunState.QUEUED, DagRun.queued_at > self._since, DagRun.run_after <= func.now()
         )
-        if self._since is not None:
-            query = query.where(DagRun.queued_at > self._since)
         with create_session() as session:
             rows = session.execute(query.order_by(DagRun.queued_at.desc()).limit(100)).all()
             if not rows:
                 return False
-            newest = rows[0][1]
-            first_pass, self._since = self._since is None, newest if newest is not None else self._since
-            if first_pass:
-                return False  # queued before the scheduler started: its first loops take them
+            self._since = rows[0][1] or self._since  # never None: it is later than the last one
             dag_ids = {dag_id for dag_id, _ in rows}
             tags: dict[str, set[str]] = {}
             for dag_id, name in session.execute(select(DagTag.dag_id, DagTag.name).where(DagTag.dag_id.in_(dag_ids))):
