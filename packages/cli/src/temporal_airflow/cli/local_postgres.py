@@ -2,15 +2,23 @@
 
 Used by ``temporal-airflow up`` and the test harness where no Docker engine is available. It can be
 stopped and started again on the same data directory (the tests use that to simulate an outage).
-PostgreSQL refuses to run as root; when run as root the server runs as the ``pgserver`` system user
-(created if missing, as the ``pgserver`` package itself does). The server is started here (not by
-``pgserver``'s own launcher) so that it dies with the process that started it (fast shutdown).
+PostgreSQL refuses to run as root; when run as root the server runs as a system user,
+``TEMPORAL_AIRFLOW_PG_SYSTEM_USER`` (default ``pgserver``, as the ``pgserver`` package names it), created
+on first use. Several processes may start servers at once on a machine that has no such user yet (the
+test suite's workers do): the user is created under a machine-wide lock, once, so every data folder is
+owned by the same uid. The server is started here (not by ``pgserver``'s own launcher) so that it dies
+with the process that started it (fast shutdown).
+
+The port is chosen here and may be taken by someone else before the server binds it: a server that
+exits because its port is in use is started again on another port, and it counts as ready only when
+``pg_isready`` answers *and* the listener on that port is the server this object started.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import shutil
+import pwd
 import signal
 import subprocess
 import time
@@ -18,10 +26,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporal_airflow.cli.dev_server import free_port
+from temporal_airflow.cli.listeners import START_ATTEMPTS, bind_failed, candidate_port, listens_on, log_tail
 from temporal_airflow.cli.processes import die_with_parent
 
 _DB_USER = "postgres"
+#: The system user a root-started server runs as (created on first use).
+SYSTEM_USER_SETTING = "TEMPORAL_AIRFLOW_PG_SYSTEM_USER"
+DEFAULT_SYSTEM_USER = "pgserver"
+#: Serialises the creation of system users among every process of this machine.
+_USERADD_LOCK = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+
+
+def system_user() -> pwd.struct_passwd:
+    """The system user a server started by root runs as, created once even when many processes ask at once.
+
+    ``useradd`` run twice at the same moment for the same name can leave two entries for one name and
+    hand out a uid that ``/etc/passwd`` then no longer maps: the check and the creation happen under an
+    exclusive lock on a machine-wide lock file.
+    """
+    name = os.environ.get(SYSTEM_USER_SETTING) or DEFAULT_SYSTEM_USER
+    with open(_USERADD_LOCK / "temporal-airflow-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        created = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"cannot create the system user {name!r} for PostgreSQL: {created.stderr.strip()}")
+        return pwd.getpwnam(name)
 
 
 def _bin(name: str) -> str:
@@ -35,10 +72,12 @@ class LocalPostgres:
     """``start()`` initialises ``datadir`` on first use; ``stop()`` / ``start()`` keep the data."""
 
     datadir: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=candidate_port)
     database: str = "airflow"
     process: subprocess.Popen[bytes] | None = None
     _run_as: dict[str, Any] = field(default_factory=dict)
+    #: Clients know the port after the first start: a restart keeps it.
+    _started_once: bool = False
 
     @property
     def uri(self) -> str:
@@ -48,25 +87,26 @@ class LocalPostgres:
     def _prepare(self) -> None:
         self.datadir = Path(self.datadir)
         if os.geteuid() == 0:
-            from pgserver.utils import ensure_user_exists
-
-            entry = ensure_user_exists("pgserver")
-            assert entry is not None
+            entry = system_user()
             self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
         pgdata = self.datadir / "pgdata"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            # At every start: a folder above may have lost its search bit since (pytest's base folder does).
+            self._make_traversable(self.datadir)
         if (pgdata / "PG_VERSION").exists():
             return
-        pgdata.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             for path in (self.datadir, pgdata):
                 os.chown(path, self._run_as["user"], self._run_as["group"])
-            self._make_traversable(self.datadir)
-        subprocess.run(
+        initdb = subprocess.run(
             [_bin("initdb"), "-D", str(pgdata), "-U", _DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
-            check=True,
             capture_output=True,
+            text=True,
             **self._run_as,
         )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb of {pgdata} failed: {(initdb.stderr or initdb.stdout).strip()[-2000:]}")
 
     @staticmethod
     def _make_traversable(path: Path) -> None:
@@ -75,39 +115,63 @@ class LocalPostgres:
             if not mode & 0o001:
                 parent.chmod(mode | 0o001)
 
+    @property
+    def log(self) -> Path:
+        return self.datadir / "postgres.log"
+
     def start(self, timeout: float = 60.0) -> LocalPostgres:
+        """Start the server (initialising the data folder on first use) and wait until it is ready.
+
+        On the first start a port found taken is replaced by another; a restart keeps its port.
+        """
         self._prepare()
-        pgdata = self.datadir / "pgdata"
-        log = open(self.datadir / "postgres.log", "ab")  # noqa: SIM115 - owned by the server process
-        self.process = subprocess.Popen(
-            [
-                _bin("postgres"),
-                "-D", str(pgdata),
-                "-h", "127.0.0.1",
-                "-p", str(self.port),
-                "-k", "",  # TCP only: a Unix socket path under a deep work dir can pass 107 bytes
-                "-c", "fsync=off",
-                "-c", "max_connections=200",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGINT),  # fast shutdown when its starter dies
-            **self._run_as,
-        )  # fmt: skip
+        attempts = 1 if self._started_once else START_ATTEMPTS
+        for attempt in range(attempts):
+            if attempt:
+                self.port = candidate_port()
+            if self._start_once(timeout):
+                self._started_once = True
+                return self
+        raise RuntimeError(f"postgres could not bind a port on 127.0.0.1; see {self.log}")
+
+    def _start_once(self, timeout: float) -> bool:
+        """True once ready; False when its port was taken (it exited); raises on any other failure."""
+        since = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    _bin("postgres"),
+                    "-D", str(self.datadir / "pgdata"),
+                    "-h", "127.0.0.1",
+                    "-p", str(self.port),
+                    "-k", "",  # TCP only: a Unix socket path under a deep work dir can pass 107 bytes
+                    "-c", "fsync=off",
+                    "-c", "max_connections=200",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),  # fast shutdown when its starter dies
+                **self._run_as,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited; see {self.datadir / 'postgres.log'}")
-            ready = subprocess.run(
-                [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER],
-                capture_output=True,
-            )
-            if ready.returncode == 0:
+                if bind_failed(self.log, since):
+                    return False
+                raise RuntimeError(f"postgres exited with code {self.process.returncode}: {log_tail(self.log, since)}")
+            if listens_on(self.process.pid, self.port) and self._accepts_connections():
                 self._ensure_database()
-                return self
-            time.sleep(0.2)
-        raise TimeoutError("postgres did not become ready")
+                return True
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"postgres did not become ready within {timeout}s; see {self.log}")
+
+    def _accepts_connections(self) -> bool:
+        ready = subprocess.run(
+            [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER], capture_output=True
+        )
+        return ready.returncode == 0
 
     def _ensure_database(self) -> None:
         psql = [_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER, "-tA"]
@@ -130,7 +194,3 @@ class LocalPostgres:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.datadir, ignore_errors=True)

@@ -18,12 +18,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from temporal_airflow.cli.dev_server import DevServer, free_port
+from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.cli.listeners import START_ATTEMPTS, bind_failed, candidate_port, listens_on
 from temporal_airflow.cli.local_postgres import LocalPostgres
 from temporal_airflow.cli.processes import die_with_parent
 
@@ -79,12 +81,22 @@ def stack_secrets(workdir: Path) -> dict[str, str]:
     return found
 
 
-def wait_http(url: str, timeout: float, what: str, check_alive: Callable[[], None] | None = None) -> None:
-    """Wait until ``url`` answers below 500; ``check_alive`` may raise early when a component died."""
+def wait_http(
+    url: str, timeout: float, what: str, check_alive: Callable[[], None] | None = None, owner: int | None = None
+) -> None:
+    """Wait until ``url`` answers below 500; ``check_alive`` may raise early when a component died.
+
+    With ``owner``, the answer counts only once process ``owner`` (or a descendant) listens on the URL's
+    port: another server that took the port meanwhile is not mistaken for the one started.
+    """
+    port = urllib.parse.urlsplit(url).port
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check_alive is not None:
             check_alive()
+        if owner is not None and port is not None and not listens_on(owner, port):
+            time.sleep(0.2)
+            continue
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
@@ -105,7 +117,7 @@ class LocalStack:
 
     workdir: Path
     dags_folder: Path
-    api_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=candidate_port)
     temporal_ui: bool = False
     postgres: LocalPostgres | None = None
     temporal: DevServer | None = None
@@ -159,9 +171,8 @@ class LocalStack:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         self.postgres = LocalPostgres(self.workdir / "postgres").start()
-        ui_port = free_port() if self.temporal_ui else None
         self.temporal = DevServer(
-            ui_port=ui_port, db_file=str(self.workdir / "temporal.db"), log_file=str(self.log_path("temporal"))
+            ui=self.temporal_ui, db_file=str(self.workdir / "temporal.db"), log_file=str(self.log_path("temporal"))
         ).start()
         self.airflow("db", "migrate")
         reserialized = self.airflow("dags", "reserialize", check=False)
@@ -195,9 +206,25 @@ class LocalStack:
         )
 
     def start_api_server(self, timeout: float = 180.0) -> None:
-        command = [_bin("airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
-        self.start_process("api-server", command)
-        self.wait_http(f"{self.api_url}/api/v2/monitor/health", timeout, "api-server")
+        """Airflow's api-server; started again on another port if its port was taken before it bound it.
+
+        Call it before anything else that reads :meth:`env` (the Execution API URL names the port).
+        """
+        log = self.log_path("api-server")
+        for attempt in range(START_ATTEMPTS):
+            if attempt:
+                self.api_port = candidate_port()
+            since = log.stat().st_size if log.exists() else 0
+            command = [_bin("airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
+            self.start_process("api-server", command, env=None)
+            try:
+                self.wait_http(f"{self.api_url}/api/v2/monitor/health", timeout, "api-server", "api-server")
+                return
+            except RuntimeError:
+                if not bind_failed(log, since):
+                    raise
+                self.stop_process("api-server")
+        raise RuntimeError(f"api-server: no free port after {START_ATTEMPTS} attempts; see {log}")
 
     # The scheduler's and triggerer's log servers would listen on every interface; the api-server
     # reads the task logs from the shared folder instead.
@@ -223,8 +250,10 @@ class LocalStack:
         env["TEMPORAL_ACTIVITY_TASK_QUEUE"] = activity_queue
         self.start_process(name, [_bin("temporal-airflow"), "worker", "activities"], env=env)
 
-    def wait_http(self, url: str, timeout: float, what: str) -> None:
-        wait_http(url, timeout, what, check_alive=self._check_alive)
+    def wait_http(self, url: str, timeout: float, what: str, owner: str | None = None) -> None:
+        """Wait for ``url``; with ``owner``, until that process of the stack listens on its port."""
+        pid = self.processes[owner].pid if owner else None
+        wait_http(url, timeout, what, check_alive=self._check_alive, owner=pid)
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():

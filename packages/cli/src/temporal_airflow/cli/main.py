@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -223,37 +224,70 @@ def _warm_workflows() -> None:
     local_run.warm_up()
 
 
+class WorkerStopped(RuntimeError):
+    """An in-process worker of ``run`` ended (or failed) while the run was still going."""
+
+
+async def _connect_embedded(address: str) -> Client:
+    """The embedded dev server is plaintext and has one namespace: no API key, no TLS from the environment
+    (a Temporal Cloud user's ``TEMPORAL_API_KEY`` would otherwise turn TLS on against it)."""
+    from temporal_airflow.models.converter import data_converter
+
+    return await Client.connect(address, namespace="default", data_converter=data_converter())
+
+
+async def _start_local_workers(client: Client) -> list[Worker]:
+    from temporal_airflow.activities.child import warm_up
+
+    with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
+        # Both import Airflow (seconds each): the task host in its own process, the workflows here.
+        await asyncio.gather(warm_up(), asyncio.to_thread(_warm_workflows))
+    return [create_workflow_worker(client), create_activity_worker(client), create_service_worker(client)]
+
+
+async def _await_result(handle: Any, workers: dict[asyncio.Future[None], Worker], info: TextIO) -> Any:
+    """The run's result, with live progress; raises :class:`WorkerStopped` as soon as a worker ends."""
+    from temporal_airflow.models import RunProgress
+
+    printer = ProgressPrinter(info)
+    result_task = asyncio.ensure_future(handle.result())
+    while not result_task.done():
+        try:
+            progress = await handle.query("progress", result_type=RunProgress)
+            printer.update(progress.tasks)
+        except Exception:
+            pass
+        await asyncio.wait([result_task, *workers], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+        for future, worker in workers.items():
+            if future.done() and not result_task.done():
+                result_task.cancel()
+                error = None if future.cancelled() else future.exception()
+                queue = worker.task_queue
+                raise WorkerStopped(f"the worker of task queue {queue!r} stopped: {error or 'it exited'}")
+    result = result_task.result()
+    printer.update(result.tasks)
+    return result
+
+
 async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) -> int:
     from temporalio.client import WorkflowFailureError
 
-    from temporal_airflow.cli.dev_server import DevServer, environ_address, free_port
-    from temporal_airflow.models import (
-        STANDALONE_WORKFLOW,
-        DagExecutionInput,
-        DagExecutionResult,
-        RunProgress,
-    )
+    from temporal_airflow.cli.dev_server import DevServer, environ_address
+    from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
 
     info = streams.info
     address = args.address or environ_address()
     server: DevServer | None = None
     ui_url = os.environ.get("TEMPORAL_UI_URL")
     if address is None:
-        server = DevServer(ui_port=free_port()).start()
+        server = DevServer(ui=True).start()
         address, ui_url = server.address, server.ui_url
         print(f"Started embedded Temporal dev server at {address}", file=info, flush=True)
-    workers: list[Any] = []
-    running_workers: list[asyncio.Future[None]] = []
+    running: dict[asyncio.Future[None], Worker] = {}
     try:
-        client = await _connect(connect_client, address)
+        client = await _connect(connect_client if server is None else _connect_embedded, address)
         if server is not None or args.local_workers:
-            from temporal_airflow.activities.child import warm_up
-
-            with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
-                # Both import Airflow (seconds each): the task host in its own process, the workflows here.
-                await asyncio.gather(warm_up(), asyncio.to_thread(_warm_workflows))
-            workers = [create_workflow_worker(client), create_activity_worker(client), create_service_worker(client)]
-        running_workers = [asyncio.ensure_future(worker.run()) for worker in workers]
+            running = {asyncio.ensure_future(w.run()): w for w in await _start_local_workers(client)}
         workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
         handle = await client.start_workflow(
             STANDALONE_WORKFLOW,
@@ -274,48 +308,44 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
         )
         link = f"{ui_url}/namespaces/{client.namespace}/workflows/{workflow_id}" if ui_url else None
         print(f"Workflow {workflow_id} started" + (f": {link}" if link else ""), file=info, flush=True)
-        printer = ProgressPrinter(info)
-        result_task = asyncio.ensure_future(handle.result())
-        while not result_task.done():
-            try:
-                progress = await handle.query("progress", result_type=RunProgress)
-                printer.update(progress.tasks)
-            except Exception:
-                pass
-            await asyncio.wait([result_task], timeout=0.5)
         try:
-            result: DagExecutionResult = result_task.result()
+            result: DagExecutionResult = await _await_result(handle, running, info)
         except WorkflowFailureError as err:
             cause = err.cause
-            message = getattr(cause, "message", None) or str(cause)
-            if args.output == "json":
-                json.dump({"workflow_id": workflow_id, "state": "error", "error": message}, streams.out)
-                streams.out.write("\n")
-            print(f"error: {message}", file=streams.err)
-            return 1
-        printer.update(result.tasks)
+            raise RunFailed(getattr(cause, "message", None) or str(cause), workflow_id) from None
         _report(result, workflow_id, link, args.output, streams.out)
         return 0 if result.state == "success" else 1
     finally:
         # In-process workers stop before the embedded server they poll, whatever the outcome; their
         # running tries are cancelled (SIGTERM, so operators' on_kill runs).
         try:
-            await _stop_workers(workers[: len(running_workers)], running_workers)
+            await _stop_workers(running)
         finally:
             if server is not None:
                 server.stop()
 
 
-async def _stop_workers(workers: list[Any], running: list[asyncio.Future[None]], timeout: float = 30) -> None:
+class RunFailed(RuntimeError):
+    """The run's workflow failed (not a task: the workflow itself), with its id."""
+
+    def __init__(self, message: str, workflow_id: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+async def _stop_workers(running: dict[asyncio.Future[None], Worker], timeout: float = 30) -> None:
     """Shut the in-process workers down, then end the task tries they leave running.
 
     A worker's shutdown may return while its async activities still run: they are cancelled here; each ends
-    its task process (SIGTERM, so the operator's ``on_kill`` runs; SIGKILL after a grace period). Past
-    ``timeout`` the command exits anyway and the task host follows it (its stdin closes).
+    its task process (SIGTERM, so the operator's ``on_kill`` runs; SIGKILL after a grace period). A worker
+    that already ended is not waited for. Past ``timeout`` the command exits anyway and the task host
+    follows it (its stdin closes).
     """
-    for worker in workers:
-        await worker.shutdown()
-    await asyncio.gather(*running, return_exceptions=True)
+    live = [worker for future, worker in running.items() if not future.done()]
+    if live:
+        await asyncio.wait([asyncio.ensure_future(w.shutdown()) for w in live], timeout=timeout)
+    if running:
+        await asyncio.wait(list(running), timeout=timeout)
     leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     for task in leftovers:
         task.cancel()
@@ -541,6 +571,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_error(error: BaseException, output: str, streams: Streams, log_path: Path | None) -> None:
+    """One clear line on the terminal (and the JSON document) for anything that ended ``run`` early."""
+    if isinstance(error, RunFailed):
+        message, workflow_id = str(error), error.workflow_id
+    else:
+        first = (str(error).strip().splitlines() or [""])[0]
+        message, workflow_id = f"{type(error).__name__}: {first}" if first else type(error).__name__, None
+        traceback.print_exception(error)  # to the log file (fd 2), or the terminal with --verbose
+    if output == "json":
+        json.dump({"workflow_id": workflow_id, "state": "error", "error": message}, streams.out)
+        streams.out.write("\n")
+    hint = f" (details in {log_path})" if log_path is not None and not isinstance(error, RunFailed) else ""
+    print(f"error: {message}{hint}", file=streams.err, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "up":
@@ -556,6 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_interruptible(_run(args, request, streams), streams.info))
     except KeyboardInterrupt:  # before the handlers are installed
         return 130
+    except Exception as error:
+        _report_error(error, args.output, streams, log_path)
+        for stream in (streams.out, streams.err, sys.stdout, sys.stderr):
+            stream.flush()
+        # Everything `run` started is stopped by now; a failed connection can leave a thread of the SDK's
+        # core runtime that aborts the interpreter's finalization (SIGABRT), so the exit code would lie.
+        os._exit(1)
     finally:
         for stream in (streams.out, streams.err):
             stream.flush()
