@@ -14,7 +14,7 @@ from conftest import ROOT
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.cli.local_postgres import LocalPostgres
 from temporal_airflow.cli.local_stack import STACK_DEFAULTS, LocalStack, stack_secrets, stack_settings
-from temporal_airflow.cli.main import managed_dags_description
+from temporal_airflow.cli.up import managed_dags_description
 
 FORCED = stack_settings(
     sql_alchemy_conn="c", dags_folder="d", log_folder="l", execution_api_url="e", temporal_address="t"

@@ -14,6 +14,7 @@ activity can even be dispatched. The dev server lets that reader poll as often a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -56,6 +57,8 @@ class DevServer:
     dynamic_config: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     _own_log: Path | None = None
+    _attempts: int = 0
+    _since: int = 0
 
     @property
     def address(self) -> str:
@@ -89,19 +92,40 @@ class DevServer:
 
     def start(self, timeout: float = 60.0) -> DevServer:
         """Start the server and wait until it serves; new ports when the chosen ones were taken."""
-        for attempt in range(START_ATTEMPTS):
-            if self.ui and (attempt or self.ui_port is None):
-                self.ui_port = candidate_port()
-            if attempt:
-                self.port = candidate_port()
-            if self._start_once(timeout):
-                return self
-        raise RuntimeError(f"temporal dev server: no free port after {START_ATTEMPTS} attempts")
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while not self.poll_ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+            time.sleep(0.1)
+        return self
 
-    def _start_once(self, timeout: float) -> bool:
-        """True once serving; False when its port was taken (it exited); raises on any other failure."""
+    async def start_async(self, timeout: float = 60.0) -> DevServer:
+        """:meth:`start` without blocking an event loop (call it from the loop's, the main, thread)."""
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(self._serving_or_port_taken) or self._relaunched():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+            await asyncio.sleep(0.1)
+        return self
+
+    def launch(self) -> None:
+        """Start the process, not waiting for it (the first of at most :data:`START_ATTEMPTS`)."""
+        if self.ui and self.ui_port is None:
+            self.ui_port = candidate_port()
+        self._attempts = 1
+        self._spawn()
+
+    def poll_ready(self) -> bool:
+        """True once serving; on a taken port, starts again on new ports; raises on any other failure."""
+        return self._serving_or_port_taken() and not self._relaunched()
+
+    def _spawn(self) -> None:
         log = self._log()
-        since = log.stat().st_size if log.exists() else 0
+        self._since = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 self._args(),
@@ -110,19 +134,31 @@ class DevServer:
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                if bind_failed(log, since):
-                    return False
-                raise RuntimeError(
-                    f"temporal dev server exited with code {self.process.returncode}: {log_tail(log, since)}"
-                )
-            if listens_on(self.process.pid, self.port) and self._healthy():
+
+    def _serving_or_port_taken(self) -> bool:
+        """True when the server serves, or exited because its port was taken; raises if it exited otherwise."""
+        assert self.process is not None, "launch() first"
+        if self.process.poll() is not None:
+            if bind_failed(self._log(), self._since):
                 return True
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+            raise RuntimeError(
+                f"temporal dev server exited with code {self.process.returncode}: {log_tail(self._log(), self._since)}"
+            )
+        return listens_on(self.process.pid, self.port) and self._healthy()
+
+    def _relaunched(self) -> bool:
+        """If the server exited for a taken port, start it again on new ports (True); False if it serves."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            return False
+        if self._attempts >= START_ATTEMPTS:
+            raise RuntimeError(f"temporal dev server: no free port after {START_ATTEMPTS} attempts")
+        self._attempts += 1
+        self.port = candidate_port()
+        if self.ui:
+            self.ui_port = candidate_port()
+        self._spawn()
+        return True
 
     def _healthy(self) -> bool:
         # The CLI reads TEMPORAL_* settings (an API key turns TLS on): none of them applies to this server.
