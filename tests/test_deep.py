@@ -137,9 +137,12 @@ async def test_ui_sees_the_run_live_then_final_states_and_xcoms(
 async def test_final_states_in_airflow_match_dag_test(
     client: Client, queues: Queues, workflow_worker: None, api: AirflowRest, reference_home: str
 ) -> None:
-    result = await (await start_deep(client, queues, "example_trigger_rules")).result()
+    handle = await start_deep(client, queues, "example_trigger_rules")
+    # dag.test() in its subprocess meanwhile, off the event loop where this session's workers run.
+    result, reference = await asyncio.gather(
+        handle.result(), asyncio.to_thread(airflow_dag_test, reference_home, EXAMPLES / "trigger_rules.py", None)
+    )
     in_airflow = {t: ti["state"] for t, ti in api.task_instances("example_trigger_rules", result.run_id).items()}
-    reference = airflow_dag_test(reference_home, EXAMPLES / "trigger_rules.py", None)
     assert in_airflow == reference["tasks"]
     assert api.run("example_trigger_rules", result.run_id)["state"] == reference["state"] == result.state
 

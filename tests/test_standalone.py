@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -58,14 +59,17 @@ EXPECTED: dict[str, dict[str, object]] = {
 @pytest.mark.parametrize("example", sorted(EXPECTED))
 async def test_example_matches_airflow_dag_test(example: str, dag_runner: DagRunner, reference_home: str) -> None:
     dag_file = EXAMPLES / f"{example}.py"
-    result = await dag_runner.run(dag_file, conf=CONF.get(example, {}))
+    # Side by side: dag.test() in its subprocess (off the event loop, where this session's workers run).
+    result, reference = await asyncio.gather(
+        dag_runner.run(dag_file, conf=CONF.get(example, {})),
+        asyncio.to_thread(airflow_dag_test, reference_home, dag_file, CONF.get(example)),
+    )
     ours = states(result)
     expected = EXPECTED[example]
     assert result.state == expected["state"]
     for task_id, state in expected["tasks"].items():  # type: ignore[attr-defined]
         assert ours[task_id] == state, task_id
 
-    reference = airflow_dag_test(reference_home, dag_file, CONF.get(example))
     assert ours == reference["tasks"]
     assert result.state == reference["state"]
 
