@@ -102,8 +102,12 @@ class DevServer:
         return self
 
     async def start_async(self, timeout: float = 60.0) -> DevServer:
-        """:meth:`start` without blocking an event loop (call it from the loop's, the main, thread)."""
-        self.launch()
+        """:meth:`start` without blocking an event loop (call it from the loop's, the main, thread).
+
+        A server already launched (:meth:`launch`) is waited for.
+        """
+        if self.process is None:
+            self.launch()
         deadline = time.monotonic() + timeout
         while not await asyncio.to_thread(self._serving_or_port_taken) or self._relaunched():
             if time.monotonic() > deadline:

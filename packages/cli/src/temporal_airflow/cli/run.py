@@ -37,15 +37,19 @@ class WorkerStopped(RuntimeError):
 
 def run(args: argparse.Namespace) -> int:
     """The ``run`` command."""
+    request = RunRequest.of(args)
+    address = args.address or environ_address()
+    server = DevServer(ui=True) if address is None else None
+    streams, log_path = route_output(args.output, args.verbose)
+    if server is not None:
+        server.launch()  # first of all: it starts while Temporal's SDK and Airflow import here
     from temporal_airflow.models.runtime import quiet_airflow_logs
 
     quiet_airflow_logs()
-    request = RunRequest.of(args)
-    streams, log_path = route_output(args.output, args.verbose)
     if log_path is not None:
         print(f"Airflow's own output goes to {log_path}", file=streams.info, flush=True)
     try:
-        return asyncio.run(_interruptible(_run(args, request, streams), streams.info))
+        return asyncio.run(_interruptible(_run(args, request, streams, address, server), streams.info))
     except KeyboardInterrupt:  # before the handlers are installed
         return 130
     except Exception as error:
@@ -75,9 +79,9 @@ async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
         return 128 + signals.received
 
 
-async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) -> int:
-    address = args.address or environ_address()
-    server = DevServer(ui=True) if address is None else None
+async def _run(
+    args: argparse.Namespace, request: RunRequest, streams: Streams, address: str | None, server: DevServer | None
+) -> int:
     local = server is not None or args.local_workers
     # Launched first, side by side: the server's process, the task host's, the workflows' warm-up.
     starting = asyncio.ensure_future(server.start_async()) if server is not None else None
