@@ -179,6 +179,31 @@ def hygiene_ok():
 hygiene_ok()
 """
 
+GATED_DAG = """
+import time
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), tags=["temporal"])
+def hygiene_gated():
+    @task
+    def body(**context) -> str:
+        conf = context["dag_run"].conf
+        log, gate = Path(conf["log"]), Path(conf["gate"])
+        with log.open("a") as fh:
+            fh.write("start\\n")
+        while not gate.exists():
+            time.sleep(0.2)
+        with log.open("a") as fh:
+            fh.write("end\\n")
+        return "done"
+    body()
+
+hygiene_gated()
+"""
+
 # Names both "airflow" and "dag", or the dag-processor's safe mode would not even look at it.
 BROKEN_DAG = "from airflow.sdk import dag\nimport this_module_does_not_exist_anywhere\n"
 
@@ -190,6 +215,7 @@ def up_started(tmp_path: Path) -> Iterator[tuple[Command, str, Path]]:
     dags.mkdir()
     (dags / "hygiene_ok.py").write_text(GOOD_DAG)
     (dags / "hygiene_broken.py").write_text(BROKEN_DAG)
+    (dags / "hygiene_gated.py").write_text(GATED_DAG)
     with command(tmp_path, "up", "--dags-folder", str(dags), "--workdir", str(workdir)) as cmd:
         wait_for(lambda: "Press Ctrl-C" in cmd.output(), 600, "ready banner", cmd)
         found = re.search(r"Airflow UI\s+(\S+)", cmd.output())
@@ -217,7 +243,7 @@ def _import_errors(api: AirflowRest) -> dict[str, str]:
 
 
 @pytest.mark.xdist_group("up")
-def test_up_stack_is_local_records_import_errors_restarts_a_dead_component_and_stops_on_sigterm(
+def test_up_stack_is_local_records_import_errors_restarts_dead_components_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
     with up_started(tmp_path) as (cmd, api_url, workdir):
@@ -226,7 +252,7 @@ def test_up_stack_is_local_records_import_errors_restarts_a_dead_component_and_s
         api = AirflowRest(api_url)
         wait_for(lambda: any("hygiene_broken.py" in f for f in _import_errors(api)), 180, "import error", cmd)
         assert "this_module_does_not_exist_anywhere" in "".join(_import_errors(api).values())
-        assert {dag["dag_id"] for dag in api.request("GET", "dags")["dags"]} == {"hygiene_ok"}
+        assert {dag["dag_id"] for dag in api.request("GET", "dags")["dags"]} == {"hygiene_ok", "hygiene_gated"}
         tree = cmd.tree()
         commands = [" ".join(p.cmdline()) for p in tree if _alive(p)]
         for component in ("api_server", "scheduler", "dag-processor", "triggerer", "worker all", "postgres"):
@@ -243,10 +269,36 @@ def test_up_stack_is_local_records_import_errors_restarts_a_dead_component_and_s
         assert cmd.proc.poll() is None
         tree = cmd.tree()
 
+        _kill_temporal_then_postgres_mid_task(cmd, api, tmp_path)
+        tree = cmd.tree()
+
         cmd.proc.terminate()
         assert_clean_exit(cmd, 0)
         assert_all_gone(tree, 15)
     assert "Stopped." in cmd.output()
+
+
+def _kill_temporal_then_postgres_mid_task(cmd: Command, api: AirflowRest, tmp_path: Path) -> None:
+    """SIGKILL Temporal, then PostgreSQL, while a managed task runs: ``up`` starts each again, the run
+    succeeds and its task body ran once."""
+    log, gate = tmp_path / "gated.log", tmp_path / "gated.gate"
+    run_id = api.trigger("hygiene_gated", {"log": str(log), "gate": str(gate)})
+    wait_for(lambda: log.exists() and "start" in log.read_text(), 180, "the gated task to start", cmd)
+    for service, marker in (("temporal", "temporal server start-dev"), ("postgres", "postgres -D")):
+        (process,) = [p for p in cmd.tree() if _alive(p) and marker in " ".join(p.cmdline())]
+        process.kill()
+        restarted = f"{service} started again"
+        wait_for(lambda: restarted in cmd.output(), 90, restarted, cmd)  # noqa: B023 - called at once
+    gate.touch()
+    wait_for(lambda: _run_state(api, run_id) == "success", 120, "the gated run to succeed", cmd)
+    assert log.read_text().split() == ["start", "end"]
+
+
+def _run_state(api: AirflowRest, run_id: str) -> str | None:
+    try:
+        return str(api.run("hygiene_gated", run_id)["state"])
+    except (urllib.error.URLError, OSError):
+        return None  # the api-server answers 500 while its DB is away
 
 
 @pytest.mark.xdist_group("up")

@@ -116,6 +116,18 @@ class DevServer:
             await asyncio.sleep(0.1)
         return self
 
+    def restart(self, timeout: float = 60.0) -> DevServer:
+        """Start an exited server again on the same ports (its clients know them), waiting until it serves."""
+        self._attempts = START_ATTEMPTS  # a taken port is an error here, not a reason to move
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while not self.poll_ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+            time.sleep(0.1)
+        return self
+
     def launch(self) -> None:
         """Start the process, not waiting for it (the first of at most :data:`START_ATTEMPTS`)."""
         if self.ui and self.ui_port is None:

@@ -265,6 +265,32 @@ class LocalStack:
         args, env = self.launches[name]
         self.start_process(name, args, env)
 
+    # -- supervision (``temporal-airflow up``) ------------------------------------------------------
+
+    def exit_codes(self) -> dict[str, int]:
+        """Every component that has exited, PostgreSQL and Temporal included: name -> exit code."""
+        found = {name: proc.returncode for name, proc in self.processes.items() if proc.poll() is not None}
+        for name, service in (("postgres", self.postgres), ("temporal", self.temporal)):
+            process = service.process if service is not None else None
+            if process is not None and process.poll() is not None:
+                found[name] = process.returncode
+        return found
+
+    def component_log(self, name: str) -> Path:
+        if name == "postgres" and self.postgres is not None:
+            return self.postgres.log
+        return self.log_path(name)
+
+    def restart_component(self, name: str) -> None:
+        """Start an exited component again: PostgreSQL and Temporal on their data and their ports (the other
+        components reconnect to them), any other process as it was started."""
+        if name == "postgres" and self.postgres is not None:
+            self.postgres.start()
+        elif name == "temporal" and self.temporal is not None:
+            self.temporal.restart()
+        else:
+            self.restart_process(name)
+
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         proc = self.processes.pop(name, None)
         if proc is not None:

@@ -113,31 +113,36 @@ _STEADY = 60.0
 
 
 def _watch(stack: LocalStack) -> int:
-    """Keep the stack up until a signal: a component that exits (Airflow's scheduler exits when its DB goes
-    away, as under any supervisor) is started again, after a pause that doubles while it keeps exiting."""
+    """Keep the stack up until a signal: a component that exits (PostgreSQL or Temporal killed, Airflow's
+    scheduler exiting while its DB is away, as under any supervisor) is started again, after a pause that
+    doubles while it keeps exiting. PostgreSQL and Temporal come back on their data and their ports, so
+    the rest reconnects by itself."""
     pauses: dict[str, float] = {}
     started: dict[str, float] = {}
     due: dict[str, float] = {}
     while True:
         time.sleep(1)
         now = time.monotonic()
-        for name, proc in list(stack.processes.items()):
-            if proc.poll() is None:
-                if now - started.get(name, 0.0) > _STEADY:
-                    pauses.pop(name, None)
-                continue
+        exited = stack.exit_codes()
+        for name in [name for name in pauses if name not in exited and now - started.get(name, 0.0) > _STEADY]:
+            del pauses[name]
+        for name, code in exited.items():
             if name not in due:
                 pauses[name] = min(pauses.get(name, 0.5) * 2, 30.0)
                 due[name] = now + pauses[name]
                 print(
-                    f"{name} exited with code {proc.returncode} (see {stack.log_path(name)}); "
+                    f"{name} exited with code {code} (see {stack.component_log(name)}); "
                     f"starting it again in {pauses[name]:.0f} s",
                     flush=True,
                 )
             elif now >= due[name]:
                 del due[name]
-                stack.restart_process(name)
-                started[name] = now
+                try:
+                    stack.restart_component(name)
+                except (RuntimeError, TimeoutError) as error:
+                    print(f"{name} did not start again: {error}", flush=True)
+                    continue
+                started[name] = time.monotonic()
                 print(f"{name} started again", flush=True)
 
 
