@@ -13,7 +13,8 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
-from temporal_airflow.cli.codec_server import create_app
+from temporal_airflow.cli.codec_server import TOKEN_ENV, TOKEN_FILE_ENV, CodecAccess, create_app
+from temporal_airflow.cli.codec_server import main as codec_server_main
 from temporal_airflow.models.codec import (
     ENCODING,
     KEY_ENV,
@@ -130,9 +131,15 @@ async def test_data_converter_encrypts_values_and_failure_messages() -> None:
     assert SECRET in str(await converter.decode_failure(failure))
 
 
-def codec_client(codec: EncryptionCodec) -> httpx.AsyncClient:
-    app = create_app(codec, ["http://ui.example"])
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec")
+TOKEN = "codec-token-for-tests"
+ACCESS = CodecAccess(token=TOKEN, hosts=("codec",), namespaces=("default",), max_body_bytes=64 * 1024)
+#: What the Temporal CLI sends (``--codec-auth "Bearer ..."``, the namespace it shows).
+CALLER = {"Authorization": f"Bearer {TOKEN}", "X-Namespace": "default"}
+
+
+def codec_client(codec: EncryptionCodec, headers: dict[str, str] = CALLER) -> httpx.AsyncClient:
+    app = create_app(codec, ["http://ui.example"], ACCESS)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec", headers=headers)
 
 
 def as_json(*payloads: Payload) -> str:
@@ -142,7 +149,7 @@ def as_json(*payloads: Payload) -> str:
 async def test_codec_server_encodes_and_decodes_in_the_remote_codec_format() -> None:
     codec = EncryptionCodec([new_key()])
     async with codec_client(codec) as http:
-        encoded = await http.post("/encode", content=as_json(plain_payload()), headers={"X-Namespace": "default"})
+        encoded = await http.post("/encode", content=as_json(plain_payload()))
         assert encoded.status_code == 200
         [encrypted] = json_format.Parse(encoded.text, Payloads()).payloads
         assert encrypted.metadata["encoding"] == ENCODING
@@ -169,3 +176,38 @@ async def test_codec_server_reports_a_wrong_key_as_a_client_error() -> None:
         response = await http.post("/decode", content=as_json(encrypted))
     assert response.status_code == 400
     assert "not among the configured keys" in response.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"X-Namespace": "default"}, 401),
+        ({"Authorization": "Bearer not-the-token", "X-Namespace": "default"}, 401),
+        ({"Authorization": f"Bearer {TOKEN}", "X-Namespace": "another-teams"}, 403),
+        ({"Authorization": f"Bearer {TOKEN}"}, 403),
+        ({**CALLER, "Host": "rebound.attacker.example"}, 400),
+    ],
+)
+async def test_codec_server_decodes_only_for_its_callers(headers: dict[str, str], status: int) -> None:
+    codec = EncryptionCodec([new_key()])
+    [encrypted] = await codec.encode([plain_payload()])
+    async with codec_client(codec, headers) as http:
+        response = await http.post("/decode", content=as_json(encrypted))
+    assert response.status_code == status
+    assert "payloads" not in response.text
+
+
+async def test_codec_server_refuses_a_body_over_its_cap() -> None:
+    async with codec_client(EncryptionCodec([new_key()])) as http:
+        response = await http.post("/decode", content=b"{" + b" " * (ACCESS.max_body_bytes + 1) + b"}")
+    assert response.status_code == 413
+
+
+def test_codec_server_will_not_start_open_to_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, base64.b64encode(new_key().secret).decode())
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(TOKEN_FILE_ENV, raising=False)
+    with pytest.raises(SystemExit, match="no access token"):
+        codec_server_main(["--host", "127.0.0.1"])
+    with pytest.raises(SystemExit, match="only a loopback address"):
+        codec_server_main(["--host", "0.0.0.0", "--no-auth"])

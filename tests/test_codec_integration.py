@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from conftest import TEST_DAGS, Queues
 from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
+from temporal_airflow.cli.codec_server import TOKEN_ENV
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.cli.listeners import candidate_port, listens_on
 from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
@@ -36,6 +37,8 @@ VARIABLE_VALUE = "variable-private-91c2e4"
 XCOM_VALUE = "xcom-private-5d1e0a"  # returned by tests/dags/private_values.py
 ERROR_TEXT = "error-private-c8b07f"  # raised by tests/dags/private_values.py
 PRIVATE = (CONF_VALUE, VARIABLE_VALUE, XCOM_VALUE, ERROR_TEXT)
+
+CODEC_TOKEN = "codec-token-of-this-test"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ async def encrypted_queues(encrypted_client: Client) -> AsyncIterator[Queues]:
 @pytest.fixture(scope="module")
 def codec_server(key: EncryptionKey) -> Iterator[str]:
     port = candidate_port()
-    env = {**os.environ, KEY_ENV: base64.b64encode(key.secret).decode()}
+    env = {**os.environ, KEY_ENV: base64.b64encode(key.secret).decode(), TOKEN_ENV: CODEC_TOKEN}
     command = [str(Path(sys.executable).parent / "temporal-airflow-codec-server"), "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -80,7 +83,8 @@ def _wait_until_serving(url: str, port: int, process: subprocess.Popen[bytes], t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if listens_on(process.pid, port) and httpx.post(f"{url}/decode", json={"payloads": []}).status_code == 200:
+            probe = httpx.post(f"{url}/decode", json={"payloads": []}, headers={"X-Namespace": "default"})
+            if listens_on(process.pid, port) and probe.status_code == 401:  # up, and asking for the token
                 return
         except httpx.TransportError:
             pass
@@ -141,7 +145,11 @@ async def test_history_holds_ciphertext_only_and_the_codec_server_reads_it(
         response = await http.post(
             "/decode",
             content=json_format.MessageToJson(Payloads(payloads=payloads)),
-            headers={"Content-Type": "application/json", "X-Namespace": "default"},
+            headers={
+                "Content-Type": "application/json",
+                "X-Namespace": "default",
+                "Authorization": f"Bearer {CODEC_TOKEN}",
+            },
         )
     assert response.status_code == 200
     decoded = b"".join(p.data for p in json_format.Parse(response.text, Payloads()).payloads)
