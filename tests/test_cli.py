@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -10,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
 from conftest import EXAMPLES, TEST_DAGS
+from temporal_airflow.models import DEFAULT_WORKFLOW_TASK_QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +95,37 @@ def test_import_error_exits_nonzero_naming_the_file() -> None:
 def test_bad_arguments_are_rejected_before_anything_starts() -> None:
     assert "--conf is not valid JSON" in _run(str(EXAMPLES / "etl.py"), "--conf", "{nope").stderr
     assert "DAG file not found" in _run("no/such/dag.py").stderr
+
+
+async def test_local_workers_on_a_shared_server_poll_queues_of_their_own(client: Client) -> None:
+    """``--local-workers`` against a shared server: the run's workflow and its tries go to queues private to
+    this invocation, never to the deployment's default queues."""
+    address = client.service_client.config.target_host
+    proc = await asyncio.to_thread(
+        _run, str(EXAMPLES / "etl.py"), "--address", address, "--local-workers", "--output", "json"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    document = json.loads(proc.stdout)
+    description = await client.get_workflow_handle(document["workflow_id"]).describe()
+    assert description.task_queue.startswith("temporal-airflow-run-")
+    assert description.task_queue != DEFAULT_WORKFLOW_TASK_QUEUE
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        # A Temporal Cloud user's API key must not turn TLS on against the embedded (plaintext) server.
+        ((), {"TEMPORAL_API_KEY": "a-cloud-key"}, None),
+        (("--address", "127.0.0.1:9"), {}, "Failed client connect"),
+    ],
+)
+def test_start_up_problems_end_in_one_clear_line(args: tuple[str, ...], env: dict[str, str], says: str | None) -> None:
+    proc = _run(str(EXAMPLES / "etl.py"), "--output", "json", *args, env=env)
+    document = json.loads(proc.stdout)
+    if says is None:
+        assert proc.returncode == 0 and document["state"] == "success", proc.stderr[-3000:]
+        return
+    assert proc.returncode == 1
+    assert document["state"] == "error" and says in document["error"]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert says in line and "details in" in line

@@ -18,6 +18,7 @@ import os
 import sys
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -83,6 +84,7 @@ async def _run(
     args: argparse.Namespace, request: RunRequest, streams: Streams, address: str | None, server: DevServer | None
 ) -> int:
     local = server is not None or args.local_workers
+    queues = RunQueues.private() if args.local_workers and server is None else RunQueues.configured()
     # Launched first, side by side: the server's process, the task host's, the workflows' warm-up.
     starting = asyncio.ensure_future(server.start_async()) if server is not None else None
     warming = asyncio.ensure_future(_warm_up()) if local else None
@@ -96,8 +98,8 @@ async def _run(
         client = await _connect(address, embedded=server is not None)
         if warming is not None:
             await warming
-            running = {asyncio.ensure_future(w.run()): w for w in _local_workers(client)}
-        return await _start_and_follow(args, request, streams, client, running, server)
+            running = {asyncio.ensure_future(w.run()): w for w in _local_workers(client, queues)}
+        return await _start_and_follow(args, request, streams, client, queues, running, server)
     finally:
         # In-process workers stop before the embedded server they poll, whatever the outcome; their
         # running tries are cancelled (SIGTERM, so operators' on_kill runs).
@@ -116,13 +118,13 @@ async def _start_and_follow(
     request: RunRequest,
     streams: Streams,
     client: Client,
+    queues: RunQueues,
     running: dict[asyncio.Future[None], Worker],
     server: DevServer | None,
 ) -> int:
     from temporalio.client import WorkflowFailureError
 
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult
-    from temporal_airflow.models.runtime import activity_task_queue, workflow_task_queue
 
     ui_url = server.ui_url if server is not None else os.environ.get("TEMPORAL_UI_URL")
     workflow_id = args.workflow_id or f"airflow-standalone-{uuid.uuid4().hex[:12]}"
@@ -134,10 +136,10 @@ async def _start_and_follow(
             logical_date=request.logical_date,
             conf=request.conf,
             variables=request.variables,
-            activity_task_queue=activity_task_queue(),
+            activity_task_queue=queues.activities,
         ),
         id=workflow_id,
-        task_queue=workflow_task_queue(),
+        task_queue=queues.workflows,
         result_type=DagExecutionResult,
         # A busy worker, or one replaying a big run's history after losing it from its cache, may need
         # more than Temporal's default 10 s for one workflow task (as for deep runs).
@@ -171,11 +173,36 @@ def _warm_workflows() -> None:
     local_run.warm_up()
 
 
-def _local_workers(client: Client) -> list[Worker]:
+@dataclass(frozen=True)
+class RunQueues:
+    """The task queues of one ``run``: the configured ones, or with ``--local-workers`` against a shared
+    server, queues private to this invocation, so its in-process workers never take another run's tasks
+    (a laptop polling production's queues) and no other workflow can make them import a file."""
+
+    workflows: str
+    activities: str
+
+    @classmethod
+    def configured(cls) -> RunQueues:
+        from temporal_airflow.models.runtime import activity_task_queue, workflow_task_queue
+
+        return cls(workflow_task_queue(), activity_task_queue())
+
+    @classmethod
+    def private(cls) -> RunQueues:
+        suffix = uuid.uuid4().hex[:12]
+        return cls(f"temporal-airflow-run-{suffix}-workflows", f"temporal-airflow-run-{suffix}-activities")
+
+
+def _local_workers(client: Client, queues: RunQueues) -> list[Worker]:
     from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.workflows.worker import create_workflow_worker
 
-    return [create_workflow_worker(client), create_activity_worker(client), create_service_worker(client)]
+    return [
+        create_workflow_worker(client, task_queue=queues.workflows),
+        create_activity_worker(client, task_queue=queues.activities),
+        create_service_worker(client, task_queue=queues.activities),
+    ]
 
 
 async def _connect(address: str, embedded: bool) -> Client:
