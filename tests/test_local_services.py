@@ -23,22 +23,21 @@ import pytest
 
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.cli.local_postgres import SYSTEM_USER_SETTING, LocalPostgres
+from temporal_airflow.cli.local_postgres import _bin as pg_binary
 
 pytestmark = pytest.mark.integration
 
 #: Waits for the start signal (a file), then starts a server on its own data folder and checks it answers.
 START_ONE = """
-import os, subprocess, sys, time
+import sys, time
 from pathlib import Path
-from temporal_airflow.cli.local_postgres import LocalPostgres, _bin
+from temporal_airflow.cli.local_postgres import LocalPostgres
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)
 pg = LocalPostgres(Path(sys.argv[1])).start()
 try:
-    out = subprocess.run([_bin("psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-tA",
-                          "-c", "SHOW data_directory"], capture_output=True, text=True, check=True).stdout
-    print(out.strip())
+    print(pg.psql("SHOW data_directory"))
 finally:
     pg.stop()
 """
@@ -112,3 +111,20 @@ def test_a_dev_server_whose_port_was_taken_moves_to_another(tmp_path: Path) -> N
     sock, taken = _taken_port()
     with sock, DevServer(port=taken, ui=True) as server:
         assert server.port != taken and server.ui_port is not None
+
+
+def test_postgres_asks_for_the_password_its_owner_keeps(tmp_path: Path) -> None:
+    pg = LocalPostgres(tmp_path / "pg").start()
+    try:
+        assert pg.password_file.stat().st_mode & 0o777 == 0o600
+        assert pg.psql("SELECT 1") == "1"
+        psql = [pg_binary("psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-c", "SELECT 1"]
+        without = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
+        for env, refusal in (
+            ({**without, "PGPASSWORD": "not-the-password"}, "password authentication failed"),
+            (without, "no password supplied"),
+        ):
+            denied = subprocess.run([*psql, "-w"], capture_output=True, text=True, env=env)
+            assert denied.returncode != 0 and refusal in denied.stderr
+    finally:
+        pg.stop()

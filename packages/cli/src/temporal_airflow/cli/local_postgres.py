@@ -9,6 +9,9 @@ test suite's workers do): the user is created under a machine-wide lock, once, s
 owned by the same uid. The server is started here (not by ``pgserver``'s own launcher) so that it dies
 with the process that started it (fast shutdown).
 
+The superuser has a random password (SCRAM over TCP, never ``trust``), kept in ``password`` beside the
+data folder, readable by its owner only: other users of the machine cannot connect as it.
+
 The port is chosen here and may be taken by someone else before the server binds it: a server that
 exits because its port is in use is started again on another port, and it counts as ready only when
 ``pg_isready`` answers *and* the listener on that port is the server this object started.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import secrets
 import signal
 import subprocess
 import time
@@ -35,6 +39,14 @@ SYSTEM_USER_SETTING = "TEMPORAL_AIRFLOW_PG_SYSTEM_USER"
 DEFAULT_SYSTEM_USER = "pgserver"
 #: Serialises the creation of system users among every process of this machine.
 _USERADD_LOCK = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file readable by its owner only (never through a link planted there)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def system_user() -> pwd.struct_passwd:
@@ -80,9 +92,23 @@ class LocalPostgres:
     _started_once: bool = False
 
     @property
+    def password_file(self) -> Path:
+        return Path(self.datadir) / "password"
+
+    @property
+    def password(self) -> str:
+        """The superuser's password: random, made at first start, kept readable by its owner only."""
+        return self.password_file.read_text().strip()
+
+    @property
     def uri(self) -> str:
         """SQLAlchemy URI for Airflow (psycopg2 driver)."""
-        return f"postgresql+psycopg2://{_DB_USER}@127.0.0.1:{self.port}/{self.database}"
+        login = f"{_DB_USER}:{self.password}" if self.password_file.exists() else _DB_USER  # before its first start
+        return f"postgresql+psycopg2://{login}@127.0.0.1:{self.port}/{self.database}"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for ``psql`` and other libpq clients of this server."""
+        return {**os.environ, "PGPASSWORD": self.password}
 
     def _prepare(self) -> None:
         self.datadir = Path(self.datadir)
@@ -99,12 +125,28 @@ class LocalPostgres:
         if self._run_as:
             for path in (self.datadir, pgdata):
                 os.chown(path, self._run_as["user"], self._run_as["group"])
-        initdb = subprocess.run(
-            [_bin("initdb"), "-D", str(pgdata), "-U", _DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
-            capture_output=True,
-            text=True,
-            **self._run_as,
-        )
+        self._initdb(pgdata)
+
+    def _initdb(self, pgdata: Path) -> None:
+        """A new cluster whose superuser needs a password over TCP (SCRAM): other local users of the machine
+        cannot connect as it, as they could with ``trust``."""
+        write_private(self.password_file, secrets.token_urlsafe(24))
+        pwfile = self.datadir / ".initdb-password"
+        write_private(pwfile, self.password)
+        if self._run_as:
+            os.chown(pwfile, self._run_as["user"], self._run_as["group"])
+        try:
+            initdb = subprocess.run(
+                [
+                    _bin("initdb"), "-D", str(pgdata), "-U", _DB_USER, "--pwfile", str(pwfile),
+                    "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                **self._run_as,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb of {pgdata} failed: {(initdb.stderr or initdb.stdout).strip()[-2000:]}")
 
@@ -173,16 +215,21 @@ class LocalPostgres:
         )
         return ready.returncode == 0
 
-    def _ensure_database(self) -> None:
-        psql = [_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER, "-tA"]
-        found = subprocess.run(
-            [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+    def psql(self, sql: str) -> str:
+        """Run ``sql`` with ``psql`` as the superuser; its unaligned output."""
+        done = subprocess.run(
+            [_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", _DB_USER, "-tA", "-c", sql],
             capture_output=True,
             text=True,
-            check=True,
+            env=self.client_env(),
         )
-        if found.stdout.strip() != "1":
-            subprocess.run([*psql, "-c", f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql on port {self.port} failed: {done.stderr.strip()[-2000:]}")
+        return done.stdout.strip()
+
+    def _ensure_database(self) -> None:
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'") != "1":
+            self.psql(f'CREATE DATABASE "{self.database}"')
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), as ``pg_ctl stop -m fast``."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.cli.listeners import START_ATTEMPTS, bind_failed, candidate_port, listens_on
-from temporal_airflow.cli.local_postgres import LocalPostgres
+from temporal_airflow.cli.local_postgres import LocalPostgres, write_private
 from temporal_airflow.cli.processes import die_with_parent
 
 
@@ -75,8 +75,7 @@ def stack_secrets(workdir: Path) -> dict[str, str]:
     found = {name: secrets.token_urlsafe(32) for name in _SECRET_SETTINGS}
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        json.dump(found, fh)
+    write_private(tmp, json.dumps(found))
     tmp.replace(path)
     return found
 
