@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from temporal_airflow.models.airflow_support import SUPPORTED_SPECIFIER
 
 #: The one-way dependency graph: which siblings each package may use (by directory under packages/).
 ALLOWED_SIBLINGS: dict[str, set[str]] = {
@@ -139,3 +140,15 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert {"temporal_airflow.workflows", "temporal_airflow.workflows.clock", "pgserver.utils"} <= imported_modules(
         probe
     )
+
+
+@pytest.mark.parametrize("package", PACKAGES.values(), ids=lambda p: p.directory)
+def test_every_package_that_imports_airflow_declares_the_one_supported_range(package: Package) -> None:
+    """The packages' metadata and the range the components check at start (models.airflow_support) agree."""
+    airflow = [req for req in package.requirements if re.match(r"apache-airflow\b(?!-)", req)]
+    if package.directory == "models":
+        assert not airflow
+        return
+    assert airflow == [f"apache-airflow{SUPPORTED_SPECIFIER}"]
+    # Airflow 3.2's metadata lets FastAPI float to releases its Execution API cannot be built on.
+    assert "fastapi<0.137" in package.requirements
