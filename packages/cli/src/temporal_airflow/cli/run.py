@@ -216,11 +216,14 @@ async def _connect(address: str, embedded: bool) -> Client:
 
     from temporal_airflow.models.converter import data_converter
     from temporal_airflow.models.runtime import connect_client
+    from temporal_airflow.models.telemetry import metrics_runtime
 
     for attempt in range(50):
         try:
             if embedded:
-                return await Client.connect(address, namespace="default", data_converter=data_converter())
+                return await Client.connect(
+                    address, namespace="default", data_converter=data_converter(), runtime=metrics_runtime()
+                )
             return await connect_client(address)
         except RuntimeError:
             if attempt == 49:

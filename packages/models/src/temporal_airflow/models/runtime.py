@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
 from temporal_airflow.models.converter import data_converter
+from temporal_airflow.models.telemetry import metrics_runtime
 
 #: Makes the workers of one kind (``workflows``, ``activities`` or both) for a connected client.
 WorkerFactory = Callable[[Client], Awaitable[list[Worker]]]
@@ -36,12 +37,13 @@ def activity_task_queue() -> str:
 
 async def connect_client(address: str | None = None) -> Client:
     """Connect with the SDK's envconfig: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
-    ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` (and ``TEMPORAL_PROFILE`` / config file)."""
+    ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` (and ``TEMPORAL_PROFILE`` / config file); the SDK's metrics
+    exported as :mod:`temporal_airflow.models.telemetry` is configured."""
     config = ClientConfig.load_client_connect_config()
     if address:
         config["target_host"] = address
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=data_converter())
+    return await Client.connect(**config, data_converter=data_converter(), runtime=metrics_runtime())
 
 
 def quiet_airflow_logs() -> None:
