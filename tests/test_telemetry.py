@@ -49,10 +49,8 @@ def _scrape(url: str) -> str:
 async def test_a_worker_exports_schedule_to_start_and_slot_metrics(client: Client, tmp_path: Path) -> None:
     port = candidate_port()
     suffix = uuid.uuid4().hex[:8]
-    queues = {
-        "TEMPORAL_WORKFLOW_TASK_QUEUE": f"metrics-wf-{suffix}",
-        "TEMPORAL_ACTIVITY_TASK_QUEUE": f"metrics-{suffix}",
-    }
+    workflows, activities = f"metrics-wf-{suffix}", f"metrics-{suffix}"
+    queues = {"TEMPORAL_WORKFLOW_TASK_QUEUE": workflows, "TEMPORAL_ACTIVITY_TASK_QUEUE": activities}
     env = {
         **os.environ,
         **queues,
