@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from temporal_airflow.activities.child import ChildFailed, run_in_child
+from temporal_airflow.activities.task_host_client import ChildFailed, run_in_child
 from temporal_airflow.models import TASK_PROCESS_DIED_ERROR, ActivityTaskInput, RunContext, TaskExecutionResult
 
 DAG = """

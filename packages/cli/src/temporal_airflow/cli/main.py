@@ -247,7 +247,7 @@ async def _run(args: argparse.Namespace, request: RunRequest, streams: Streams) 
     try:
         client = await _connect(connect_client, address)
         if server is not None or args.local_workers:
-            from temporal_airflow.activities.child import warm_up
+            from temporal_airflow.activities.task_host_client import warm_up
 
             with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C
                 # Both import Airflow (seconds each): the task host in its own process, the workflows here.
