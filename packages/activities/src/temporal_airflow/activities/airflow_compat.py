@@ -49,7 +49,6 @@ TOUCHED: dict[str, tuple[str, ...]] = {
 }
 
 
-@functools.cache
 def check() -> tuple[int, int]:
     """The installed Airflow's release line; :class:`UnsupportedAirflowVersion` (one line) outside the range."""
     import airflow
