@@ -61,9 +61,11 @@ async def activity_workers(client: Client) -> list[Worker]:
 
     A long-running worker imports only DAG files inside its DAG folders (:mod:`.dag_paths`) unless told
     otherwise: whoever can start a workflow on its queue must not make it run any file it can read."""
+    from temporal_airflow.activities.airflow_compat import check
     from temporal_airflow.activities.dag_paths import CHECK_ENV
     from temporal_airflow.activities.task_host_client import warm_up
 
+    check()  # before the task host starts: an unsupported Airflow fails here, in one line
     os.environ.setdefault(CHECK_ENV, "1")  # before the task host starts: its children check
     await warm_up()
     return [create_activity_worker(client), create_service_worker(client)]

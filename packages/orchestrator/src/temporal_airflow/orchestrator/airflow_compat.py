@@ -37,7 +37,7 @@ TOUCHED: dict[str, tuple[str, ...]] = {
 
 
 class SeamUnavailable(RuntimeError):
-    """The installed Airflow does not offer the scheduler seam this plugin needs."""
+    """The installed Airflow does not offer the scheduler seam this plugin needs (one line, naming the plugin)."""
 
 
 def check() -> tuple[int, int]:
@@ -46,14 +46,16 @@ def check() -> tuple[int, int]:
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
     from airflow.models.dagrun import DagRun
 
+    refusal = "Refusing to schedule: managed DAG runs could run twice."
     try:
         line = check_airflow_version(airflow.__version__, COMPONENT)
     except UnsupportedAirflowVersion as err:
-        raise SeamUnavailable(f"{err}. Refusing to schedule: managed DAG runs could run twice.") from None
+        raise SeamUnavailable(f"{err}. {refusal}") from None
     owners = {"SchedulerJobRunner": SchedulerJobRunner, "DagRun": DagRun}
     for name, params in SEAM_SIGNATURES.items():
         owner, attr = name.split(".")
         method = getattr(owners[owner], attr, None)
         if method is None or list(inspect.signature(method).parameters)[: len(params)] != params:
-            raise SeamUnavailable(f"{name} is missing or changed in Airflow {airflow.__version__}")
+            changed = f"{name} is missing or changed in Airflow {airflow.__version__}"
+            raise SeamUnavailable(f"{COMPONENT}: {changed}. {refusal}")
     return line
