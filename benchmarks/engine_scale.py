@@ -156,7 +156,7 @@ async def measure(client: Any, mode: str, dag_id: str, start: Callable[[], Await
 
 async def standalone_runs(dag_file: Path, dag_ids: list[str]) -> list[BigRun]:
     """The standalone workflow on an embedded dev server, workflow and activity workers in this process."""
-    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.task_host_client import warm_up
     from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult

@@ -57,7 +57,7 @@ with create_session() as s:
 
 
 async def temporal_run(dag_file: Path) -> dict[str, float | str]:
-    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.task_host_client import warm_up
     from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult

@@ -109,7 +109,7 @@ def split(history: WorkflowHistory, in_task_ms: dict[str, float], phases: Phases
 
 
 async def measure(dag_file: Path, runs: int) -> tuple[Phases, list[float]]:
-    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.task_host_client import warm_up
     from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
     from temporal_airflow.cli.dev_server import DevServer
     from temporal_airflow.models import STANDALONE_WORKFLOW, DagExecutionInput, DagExecutionResult

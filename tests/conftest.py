@@ -88,7 +88,7 @@ async def workflow_worker(client: Client, queues: Queues) -> AsyncIterator[None]
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def workers(client: Client, queues: Queues, workflow_worker: None) -> AsyncIterator[None]:
-    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.task_host_client import warm_up
 
     await warm_up()
     async with (

@@ -442,9 +442,8 @@ async def test_postgres_away_for_30s_while_a_task_finishes(
 async def test_a_streamed_server_error_on_the_final_state_is_retried_not_raised() -> None:
     """The in-process Execution API answers a DB outage with a streamed 5xx; describing it for the retry
     log once raised `httpx.ResponseNotRead`, which ended the try without its state (and re-ran its body)."""
-    import httpx
-
     from temporal_airflow.activities.execution_api import RecordingTransport
+    from temporal_airflow.activities.execution_api import http as httpx
 
     answers = [httpx.Response(500, stream=httpx.ByteStream(b"db away")) for _ in range(2)]
     answers.append(httpx.Response(200, json={}))

@@ -1,6 +1,6 @@
 """The task host forks a DAG's tries from a process that parsed the DAG file once: each try still starts
 from a pristine parse, an edited file is parsed again, and a file that kills its parser fails its own
-tries only."""
+tries only. A deferred task's trigger runs in a child of the host too, to its first event."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from temporal_airflow.activities.child import ChildFailed, run_in_child
-from temporal_airflow.models import TASK_PROCESS_DIED_ERROR, ActivityTaskInput, RunContext, TaskExecutionResult
+from temporal_airflow.activities.task_host_client import ChildFailed, run_in_child
+from temporal_airflow.models import (
+    TASK_PROCESS_DIED_ERROR,
+    ActivityTaskInput,
+    Deferral,
+    RunContext,
+    TaskExecutionResult,
+    TriggerInput,
+    TriggerOutcome,
+)
 
 DAG = """
 import pendulum
@@ -37,14 +45,18 @@ def write_dag(path: Path, answer: str, prelude: str = "") -> None:
     path.write_text(DAG.format(dag_id=path.stem, answer=answer, prelude=prelude))
 
 
-async def run_try(path: Path) -> TaskExecutionResult:
+def try_input(path: Path) -> ActivityTaskInput:
     now = datetime.now(UTC)
     run = RunContext(
         dag_id=path.stem, run_id=f"manual__{uuid.uuid4().hex}", run_type="manual", run_after=now, start_date=now
     )
-    task = ActivityTaskInput(
+    return ActivityTaskInput(
         dag_path=str(path), task_id="probe", map_index=-1, try_number=1, max_tries=0, run=run, upstream_xcoms=[]
     )
+
+
+async def run_try(path: Path) -> TaskExecutionResult:
+    task = try_input(path)
     log_path = str(path.parent / f"{uuid.uuid4().hex}.log")
     result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag_path=str(path))
     return result
@@ -84,3 +96,18 @@ async def test_a_dag_file_that_kills_its_parser_fails_its_own_tries_only(tmp_pat
     healthy = tmp_path / f"healthy_{uuid.uuid4().hex[:8]}.py"
     write_dag(healthy, "alive")
     assert returned(await run_try(healthy)) == '"alive 1"'
+
+
+async def test_a_trigger_runs_to_its_first_event_in_a_child(tmp_path: Path) -> None:
+    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+    from airflow.sdk.serde import deserialize, serialize
+
+    path = tmp_path / f"deferring_{uuid.uuid4().hex[:8]}.py"
+    write_dag(path, "unused")
+    moment = datetime(2024, 1, 1, tzinfo=UTC)
+    classpath, kwargs = DateTimeTrigger(moment=moment).serialize()
+    deferral = Deferral(classpath=classpath, trigger_kwargs=serialize(kwargs), next_method="execute_complete")
+    trigger = TriggerInput(task=try_input(path), deferral=deferral)
+    log_path = str(tmp_path / "trigger.log")
+    outcome: TriggerOutcome = await run_in_child("trigger", trigger, log_path=log_path, dag_path=str(path))
+    assert deserialize(outcome.payload) == moment

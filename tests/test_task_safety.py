@@ -8,11 +8,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from temporalio.client import Client
 
 from conftest import SERVICE_PASSWORD, TEST_DAGS, DagRunner
+from temporal_airflow.activities.dag_loading import ChildError, serialize_dag_file
 from temporal_airflow.activities.dag_paths import (
     CHECK_ENV,
     DAG_OUTSIDE_FOLDERS_ERROR,
@@ -21,8 +21,8 @@ from temporal_airflow.activities.dag_paths import (
     check_dag_path,
 )
 from temporal_airflow.activities.execution_api import RecordingTransport
+from temporal_airflow.activities.execution_api import http as httpx  # the Task SDK's: httpx2 from Airflow 3.4
 from temporal_airflow.activities.task_activities import task_log_path
-from temporal_airflow.activities.task_process import ChildError, serialize_dag_file
 from temporal_airflow.models import ActivityTaskInput, LoadDagFileInput, RunContext
 
 # -- DAG folders ----------------------------------------------------------------------------------------

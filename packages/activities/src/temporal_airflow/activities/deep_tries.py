@@ -2,7 +2,7 @@
 
 Two steps put a Temporal-run try in Airflow's ``queued`` state, as the scheduler does before it hands a
 task to an executor: taking its pool slots (:mod:`.pool_activities`) and starting its task process
-(:mod:`.task_process`). Both queue the row the same way, here: a new try number first records the
+(:mod:`.execution_clients`). Both queue the row the same way, here: a new try number first records the
 previous try in ``TaskInstanceHistory`` (Airflow's ``prepare_db_for_next_try``), so the UI keeps every
 try; queuing the same try twice (a retried activity) changes nothing but the queued time.
 """

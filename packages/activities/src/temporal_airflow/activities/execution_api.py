@@ -14,7 +14,8 @@ the task: the run's context, XComs, variables, connections, state changes, branc
   task resumes with).
 * In deep mode the calls go to Airflow's own in-process Execution API on the real metadata DB.
 
-Both plug into the Task SDK's own HTTP client as ``httpx`` transports, so the task runs through
+Both plug into the Task SDK's own HTTP client as transports of its library (``httpx``, or ``httpx2`` from
+Airflow 3.4: :func:`temporal_airflow.activities.airflow_compat.sdk_http`), so the task runs through
 Airflow's unmodified runner (templates, context, TaskFlow arguments, branching, retries' decision).
 """
 
@@ -25,12 +26,17 @@ import re
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
+from temporal_airflow.activities.airflow_compat import sdk_http
 from temporal_airflow.models import ActivityTaskInput, XComEntry
+
+if TYPE_CHECKING:  # the same API under either name
+    import httpx as http
+else:
+    http = sdk_http()
 
 XCOM_RETURN_KEY = "return_value"
 
@@ -56,7 +62,7 @@ class TaskOutcome:
 _XCOM_PATH = re.compile(r"/?xcoms/[^/]+/[^/]+/(?P<task_id>[^/]+)/(?P<key>[^/]+)")
 
 
-def _encode_for_wsgi(request: httpx.Request) -> None:
+def _encode_for_wsgi(request: http.Request) -> None:
     """Make a non-ASCII path (a ``dag_id`` like ``données``) reach the in-process API intact.
 
     httpx's WSGI transport puts the path, percent-decoded as UTF-8, in ``PATH_INFO``; the WSGI side
@@ -71,7 +77,7 @@ def _encode_for_wsgi(request: httpx.Request) -> None:
     request.url = request.url.copy_with(raw_path=spelled.encode("ascii") + (b"?" + query if query else b""))
 
 
-class RecordingTransport(httpx.BaseTransport):
+class RecordingTransport(http.BaseTransport):
     """Forwards every call to ``inner`` and records the try's outcome in :attr:`outcome`.
 
     Calls that get a 5xx or raise (connection lost; the in-process API raises its DB's errors), state
@@ -81,7 +87,7 @@ class RecordingTransport(httpx.BaseTransport):
     """
 
     def __init__(
-        self, inner: httpx.BaseTransport, keep_xcom_values: bool = True, state_retry_seconds: float = 120.0
+        self, inner: http.BaseTransport, keep_xcom_values: bool = True, state_retry_seconds: float = 120.0
     ) -> None:
         self.inner = inner
         self.keep_xcom_values = keep_xcom_values
@@ -89,7 +95,7 @@ class RecordingTransport(httpx.BaseTransport):
         self.outcome = TaskOutcome()
         self._state_deadline: float | None = None
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: http.Request) -> http.Response:
         meant = request.url
         _encode_for_wsgi(request)
         response = self._deliver(request, request.method == "PATCH" and meant.path.endswith("/state"))
@@ -98,15 +104,15 @@ class RecordingTransport(httpx.BaseTransport):
             self._observe(request)
         return response
 
-    def _deliver(self, request: httpx.Request, is_state: bool) -> httpx.Response:
+    def _deliver(self, request: http.Request, is_state: bool) -> http.Response:
         delay = 0.5
         while True:
-            answer: httpx.Response | Exception
+            answer: http.Response | Exception
             try:
                 answer = self.inner.handle_request(request)
             except Exception as err:
                 answer = err
-            if isinstance(answer, httpx.Response) and answer.status_code < 500:
+            if isinstance(answer, http.Response) and answer.status_code < 500:
                 if is_state:
                     self.outcome.undelivered_state = None
                 return answer
@@ -123,7 +129,7 @@ class RecordingTransport(httpx.BaseTransport):
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
-    def _observe(self, request: httpx.Request) -> None:
+    def _observe(self, request: http.Request) -> None:
         path = request.url.path
         if request.method == "PATCH" and path.endswith("/state"):
             payload = json.loads(request.content)
@@ -189,21 +195,21 @@ class StandaloneExecutionAPI:
         }
 
     def transport(self) -> RecordingTransport:
-        return RecordingTransport(httpx.MockTransport(self.handle))
+        return RecordingTransport(http.MockTransport(self.handle))
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: http.Request) -> http.Response:
         path = request.url.path.lstrip("/")
         for method, pattern, handler in _ROUTES:
             match = pattern.fullmatch(path)
             if method == request.method and match:
-                answer: httpx.Response = getattr(self, handler)(request, **match.groupdict())
+                answer: http.Response = getattr(self, handler)(request, **match.groupdict())
                 return answer
         log.warning("Execution API call not available in standalone mode", method=request.method, path=path)
         return _error(404, f"{request.method} {path} is not available in standalone mode")
 
     # -- task instance ------------------------------------------------------------------------------
 
-    def _start(self, request: httpx.Request) -> httpx.Response:
+    def _start(self, request: http.Request) -> http.Response:
         run = self.input.run
         body = {
             "dag_run": {
@@ -229,63 +235,63 @@ class StandaloneExecutionAPI:
         }
         if self.input.next_method:
             body.update(next_method=self.input.next_method, next_kwargs=self.input.next_kwargs or {})
-        return httpx.Response(200, json=body)
+        return http.Response(200, json=body)
 
-    def _first_poke_start(self, request: httpx.Request) -> httpx.Response:
+    def _first_poke_start(self, request: http.Request) -> http.Response:
         reschedule = self.input.reschedule
-        return httpx.Response(200, json=_iso(reschedule.first_start_date) if reschedule else None)
+        return http.Response(200, json=_iso(reschedule.first_start_date) if reschedule else None)
 
-    def _state(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(204)
+    def _state(self, request: http.Request) -> http.Response:
+        return http.Response(204)
 
-    def _rendered_fields(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(201, json={"ok": True})
+    def _rendered_fields(self, request: http.Request) -> http.Response:
+        return http.Response(201, json={"ok": True})
 
-    def _skip_downstream(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(204)
+    def _skip_downstream(self, request: http.Request) -> http.Response:
+        return http.Response(204)
 
-    def _no_previous(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={})
+    def _no_previous(self, request: http.Request) -> http.Response:
+        return http.Response(200, json={})
 
-    def _no_inactive(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"inactive_assets": []})
+    def _no_inactive(self, request: http.Request) -> http.Response:
+        return http.Response(200, json={"inactive_assets": []})
 
-    def _ok(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"ok": True})
+    def _ok(self, request: http.Request) -> http.Response:
+        return http.Response(200, json={"ok": True})
 
-    def _no_content(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(204)
+    def _no_content(self, request: http.Request) -> http.Response:
+        return http.Response(204)
 
     # -- XCom ---------------------------------------------------------------------------------------
 
     def _entries(self, task_id: str, key: str) -> list[tuple[int, str]]:
         return sorted((m, v) for (t, k, m), v in self._xcoms.items() if t == task_id and k == key)
 
-    def _xcom_get(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+    def _xcom_get(self, request: http.Request, dag_id: str, run_id: str, task_id: str, key: str):
         map_index = int(request.url.params.get("map_index", -1))
         value = self._xcoms.get((task_id, key, map_index))
         if value is None:
             return _error(404, f"XCom {task_id}.{key}[{map_index}] not found")
-        return httpx.Response(200, json={"key": key, "value": json.loads(value)})
+        return http.Response(200, json={"key": key, "value": json.loads(value)})
 
-    def _xcom_count(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+    def _xcom_count(self, request: http.Request, dag_id: str, run_id: str, task_id: str, key: str):
         count = len(self._entries(task_id, key))
-        return httpx.Response(200, headers={"Content-Range": f"map_indexes {count}"})
+        return http.Response(200, headers={"Content-Range": f"map_indexes {count}"})
 
     def _xcom_item(self, request, dag_id: str, run_id: str, task_id: str, key: str, offset: str):
         entries = self._entries(task_id, key)
         try:
-            return httpx.Response(200, json=json.loads(entries[int(offset)][1]))
+            return http.Response(200, json=json.loads(entries[int(offset)][1]))
         except IndexError:
             return _error(404, f"XCom {task_id}.{key} has no item {offset}")
 
-    def _xcom_slice(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+    def _xcom_slice(self, request: http.Request, dag_id: str, run_id: str, task_id: str, key: str):
         params = request.url.params
         bounds = [int(params[p]) if p in params else None for p in ("start", "stop", "step")]
         values = [json.loads(v) for _, v in self._entries(task_id, key)][slice(*bounds)]
-        return httpx.Response(200, json=values)
+        return http.Response(200, json=values)
 
-    def _xcom_set(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+    def _xcom_set(self, request: http.Request, dag_id: str, run_id: str, task_id: str, key: str):
         map_index = int(request.url.params.get("map_index", -1))
         mapped_length = request.url.params.get("mapped_length")
         if mapped_length is not None and int(mapped_length) > _max_map_length():
@@ -296,21 +302,21 @@ class StandaloneExecutionAPI:
                 reason="unmappable_return_value_length",
             )
         self._xcoms[(task_id, key, map_index)] = request.content.decode()
-        return httpx.Response(201, json={"ok": True})
+        return http.Response(201, json={"ok": True})
 
-    def _xcom_delete(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str):
+    def _xcom_delete(self, request: http.Request, dag_id: str, run_id: str, task_id: str, key: str):
         map_index = int(request.url.params.get("map_index", -1))
         self._xcoms.pop((task_id, key, map_index), None)
-        return httpx.Response(200, json={"ok": True})
+        return http.Response(200, json={"ok": True})
 
     # -- variables and connections ------------------------------------------------------------------
 
-    def _variable(self, request: httpx.Request, key: str) -> httpx.Response:
+    def _variable(self, request: http.Request, key: str) -> http.Response:
         if key not in self.input.variables:
             return _error(404, f"Variable {key} not found", reason="not_found")
-        return httpx.Response(200, json={"key": key, "value": self.input.variables[key]})
+        return http.Response(200, json={"key": key, "value": self.input.variables[key]})
 
-    def _connection(self, request: httpx.Request, conn_id: str) -> httpx.Response:
+    def _connection(self, request: http.Request, conn_id: str) -> http.Response:
         # Connections come from the worker's environment / secrets backend, checked before this.
         return _error(404, f"Connection {conn_id} not found", reason="not_found")
 
@@ -322,8 +328,8 @@ def _max_map_length() -> int:
     return conf.getint("core", "max_map_length", fallback=1024)
 
 
-def _describe(failure: Exception | httpx.Response) -> str:
-    if isinstance(failure, httpx.Response):
+def _describe(failure: Exception | http.Response) -> str:
+    if isinstance(failure, http.Response):
         try:
             failure.read()  # a streamed answer (the in-process API's) has no text until read
             text = failure.text[:200]
@@ -337,5 +343,5 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _error(status: int, message: str, reason: str = "not_found") -> httpx.Response:
-    return httpx.Response(status, json={"detail": {"reason": reason, "message": message}})
+def _error(status: int, message: str, reason: str = "not_found") -> http.Response:
+    return http.Response(status, json={"detail": {"reason": reason, "message": message}})

@@ -2,10 +2,10 @@
 
 The deep workflow expands mapped tasks in its own copy of the run, as Airflow's scheduler would. Airflow's
 DB must hold the same rows before a try of an index starts or a state of one is mirrored: the first of
-those to find its row missing expands the mapped task in the DB with Airflow's own
-``TaskMap.expand_mapped_task`` on the run's DAG version (upstream lengths come from the ``TaskMap`` rows
-Airflow's Execution API wrote when the upstream pushed its XCom). A row that is still missing after that
-is an error naming it, never a silent drop.
+those to find its row missing expands the mapped task in the DB with Airflow's own expansion on the run's
+DAG version (:func:`temporal_airflow.activities.airflow_compat.expand_mapped_task`; upstream lengths come
+from the task map Airflow's Execution API wrote when the upstream pushed its XCom). A row that is still
+missing after that is an error naming it, never a silent drop.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+
+from temporal_airflow.activities.airflow_compat import expand_mapped_task
 
 
 class MissingTaskInstance(LookupError):
@@ -53,7 +55,6 @@ def task_instance_row(session: Any, dag_id: str, run_id: str, task_id: str, map_
 def _expand(session: Any, dag_id: str, run_id: str, task_id: str) -> None:
     from airflow.models.dagbag import DBDagBag
     from airflow.models.dagrun import DagRun
-    from airflow.models.taskmap import TaskMap
     from sqlalchemy import select
 
     dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
@@ -64,6 +65,6 @@ def _expand(session: Any, dag_id: str, run_id: str, task_id: str) -> None:
         raise MissingTaskInstance(f"DAG {dag_id} of run {run_id} has no task {task_id}")
     try:
         with session.begin_nested():
-            TaskMap.expand_mapped_task(dag.get_task(task_id), run_id, session=session)
+            expand_mapped_task(session, dag.get_task(task_id), run_id)
     except IntegrityError:
         pass  # another try expanded it at the same moment: its rows are there now

@@ -16,12 +16,13 @@ from typing import Any
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
+from temporal_airflow.activities import airflow_compat
 from temporal_airflow.activities.callback_activities import CALLBACK_ACTIVITIES
-from temporal_airflow.activities.child import HEARTBEAT_EVERY
+from temporal_airflow.activities.deep_db_sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.pool_activities import POOL_ACTIVITIES
 from temporal_airflow.activities.standalone_pool_activities import STANDALONE_POOL_ACTIVITIES
-from temporal_airflow.activities.sync_activities import SYNC_ACTIVITIES
 from temporal_airflow.activities.task_activities import TaskActivities
+from temporal_airflow.activities.task_host_client import HEARTBEAT_EVERY
 from temporal_airflow.activities.trigger_activities import TRIGGER_ACTIVITIES
 from temporal_airflow.models.converter import StorageSettings, data_converter
 
@@ -53,6 +54,7 @@ class AirflowActivitiesPlugin(SimplePlugin):
     """Task tries, triggers, DAG parsing and the deep-mode DB sync."""
 
     def __init__(self, storage: StorageSettings | None = None, name: str = "temporal-airflow.activities") -> None:
+        airflow_compat.check()  # an unsupported Airflow fails here, with one line, not in a try
         storage = storage or StorageSettings.from_env()
         super().__init__(name, data_converter=data_converter(storage), activities=airflow_activities(storage))
 

@@ -13,7 +13,7 @@ from temporalio import activity
 from temporalio.converter import StorageDriver
 from temporalio.exceptions import ApplicationError
 
-from temporal_airflow.activities.child import ChildFailed, run_in_child
+from temporal_airflow.activities.task_host_client import ChildFailed, run_in_child
 from temporal_airflow.activities.xcom_refs import XComRefs
 from temporal_airflow.models import (
     LOAD_DAG_FILE_ACTIVITY,

@@ -36,6 +36,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from temporal_airflow.models.processes import die_with_parent
+
 #: DAG files with a zygote at once, at most.
 MAX_ZYGOTES = 8
 
@@ -63,18 +65,6 @@ def _child(request: Request, replies: int) -> int:
     sys.stderr.flush()
     _send(replies, {"id": request["id"], "exit": 0})
     return 0
-
-
-def _die_with_parent(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, sig)
-    except OSError:
-        pass
 
 
 def _wake_on_signals() -> int:
@@ -134,13 +124,14 @@ def _fork_try(replies: int, request: Request | None = None) -> tuple[int, int | 
     A child that exits 0 has reported its end on ``replies`` already; its parent reports other exits.
     """
     readable, writable = (None, None) if request is not None else os.pipe()
+    arm_death_signal = die_with_parent(signal.SIGKILL)
     pid = os.fork()
     if pid == 0:
         os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(signal.SIGKILL)
+        arm_death_signal()
         code = 1
         try:
             if readable is not None and writable is not None:
@@ -182,7 +173,7 @@ def _reaped() -> list[tuple[int, int]]:
 def _zygote(requests: int, replies: int, dag_path: str) -> None:
     """Parse the DAG, then hand each request to a spare try forked ahead (and fork the next spare), until
     told to retire (and its tries ended) or killed."""
-    from temporal_airflow.activities.task_process import parse_ahead
+    from temporal_airflow.activities.dag_loading import parse_ahead
 
     wake = _wake_on_signals()
     parse_ahead(dag_path)
@@ -273,10 +264,11 @@ class _Host:
             self._retire(min(active, key=lambda z: z.last_used))
         to_zygote, from_host = os.pipe()
         from_zygote, to_host = os.pipe()
+        arm_death_signal = die_with_parent(signal.SIGKILL)
         pid = os.fork()
         if pid == 0:
             os.setpgid(0, 0)
-            _die_with_parent(signal.SIGKILL)
+            arm_death_signal()
             code = 1
             try:
                 _zygote(to_zygote, to_host, key[0])
@@ -357,9 +349,9 @@ def serve() -> None:
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     import temporal_airflow.activities.task_process  # noqa: F401  (warm the imports)
-    from temporal_airflow.activities.task_process import preload
+    from temporal_airflow.activities.preload import preload
 
-    _die_with_parent(signal.SIGTERM)
+    die_with_parent(signal.SIGTERM, parent=os.getppid())()
     wake = _wake_on_signals()
     preload()
     # What the host imported is shared by every child it forks: keep it out of the garbage collector's

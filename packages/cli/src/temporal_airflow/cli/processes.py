@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -25,28 +24,12 @@ from typing import TextIO
 
 import psutil
 
-_PR_SET_PDEATHSIG = 1
+# One copy for the CLI and the task host (models is the package both may import).
+from temporal_airflow.models.processes import die_with_parent as die_with_parent
+
 _PR_SET_CHILD_SUBREAPER = 36
 # Loaded before any fork: the pre-exec hook must not import or load anything in the child.
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``sig`` when this process dies.
-
-    The parent may die between the fork and the ``prctl``; the child then signals itself. Linux only
-    (elsewhere a no-op). Call from the main thread: the signal follows the *thread* that forked.
-    """
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if _libc is None:
-            return
-        _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 def become_subreaper() -> None:

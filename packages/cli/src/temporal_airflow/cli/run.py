@@ -158,7 +158,7 @@ async def _start_and_follow(
 
 async def _warm_up() -> None:
     """Start the task host (Airflow imports in its own process) and warm the workflows' Airflow code here."""
-    from temporal_airflow.activities.child import warm_up
+    from temporal_airflow.activities.task_host_client import warm_up
 
     workflows = asyncio.ensure_future(asyncio.to_thread(_warm_workflows))
     with sigint_ignored():  # the task host is stopped through its worker, not by a terminal's ^C

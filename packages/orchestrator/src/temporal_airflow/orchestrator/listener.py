@@ -35,7 +35,7 @@ def on_starting(component: Any) -> None:
         if "scheduler" in sys.argv[1:3]:
             # BaseException on purpose: Airflow swallows listener exceptions, and a scheduler without the
             # seam would run Temporal-managed tasks a second time.
-            raise SystemExit(f"temporal-airflow orchestrator: {err}") from err
+            raise SystemExit(str(err)) from err
         log.warning("temporal-airflow orchestrator inactive in this process: %s", err)
 
 

@@ -12,7 +12,7 @@ scheduler then starts it with its own logic (``max_active_runs``, pausing, backf
 
 The seam: the scheduler module's ``time`` becomes a proxy whose ``sleep`` can be woken (every other
 attribute is the real module's). It is installed only if that name is the standard ``time`` module, as
-on the Airflow versions :mod:`temporal_airflow.orchestrator.seam` checks; otherwise nothing changes and
+on the Airflow versions :mod:`temporal_airflow.orchestrator.airflow_compat` checks; otherwise nothing changes and
 runs start at the scheduler's own pace.
 """
 

@@ -24,54 +24,25 @@ queued, tasks without heartbeat, orphan adoption) already leave them alone.
 A last wrap, around ``SchedulerJobRunner._execute``, tells the plugin that this process is a scheduler
 (to create the decision table and start the Temporal bridge there and nowhere else).
 
-The wraps are guarded: installed only on Airflow versions they were checked against, and only if the
-methods still have the expected signatures; otherwise the scheduler refuses to start (a scheduler
-that also ran managed runs' tasks would run them twice).
+The wraps are guarded by :func:`temporal_airflow.orchestrator.airflow_compat.check`: installed only on the
+supported Airflow versions, and only if the methods still have the expected signatures; otherwise the
+scheduler refuses to start (a scheduler that also ran managed runs' tasks would run them twice).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from temporal_airflow.orchestrator.airflow_compat import SeamUnavailable, check
 from temporal_airflow.orchestrator.managed import ManagedRuns, managed_run_exists
 
-SUPPORTED_AIRFLOW = ("3.3.",)
-_EXPECTED = {
-    "SchedulerJobRunner._execute": ["self"],
-    "SchedulerJobRunner._schedule_dag_run": ["self", "dag_run", "session"],
-    "SchedulerJobRunner._update_dag_run_state_for_paused_dags": ["self", "session"],
-    "DagRun.get_running_dag_runs_to_examine": ["session"],
-    "DagRun.update_state": ["self", "session", "execute_callbacks"],
-}
+__all__ = ["SeamUnavailable", "check", "install"]
+
 _in_paused_pass = threading.local()
-
-
-class SeamUnavailable(RuntimeError):
-    """The installed Airflow does not offer the scheduler seam this plugin needs."""
-
-
-def check() -> None:
-    """Raise :class:`SeamUnavailable` unless the seam matches the installed Airflow."""
-    import airflow
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-    from airflow.models.dagrun import DagRun
-
-    if not airflow.__version__.startswith(SUPPORTED_AIRFLOW):
-        raise SeamUnavailable(
-            f"temporal-airflow-orchestrator supports Airflow {', '.join(v + 'x' for v in SUPPORTED_AIRFLOW)}; "
-            f"this is Airflow {airflow.__version__}. Refusing to schedule: managed DAG runs could run twice."
-        )
-    owners = {"SchedulerJobRunner": SchedulerJobRunner, "DagRun": DagRun}
-    for name, params in _EXPECTED.items():
-        owner, attr = name.split(".")
-        method = getattr(owners[owner], attr, None)
-        if method is None or list(inspect.signature(method).parameters)[: len(params)] != params:
-            raise SeamUnavailable(f"{name} is missing or changed in Airflow {airflow.__version__}")
 
 
 @contextmanager
@@ -113,9 +84,9 @@ def install(managed: ManagedRuns, on_scheduler_start: Callable[[], None]) -> Non
     original_examine = DagRun.get_running_dag_runs_to_examine
 
     @functools.wraps(original_examine)
-    def get_running_dag_runs_to_examine(cls: Any, session: Any) -> Any:
+    def get_running_dag_runs_to_examine(cls: Any, session: Any, **kwargs: Any) -> Any:
         with _without_managed_runs(session):
-            return original_examine(session=session)
+            return original_examine(session=session, **kwargs)
 
     original_schedule = SchedulerJobRunner._schedule_dag_run
 

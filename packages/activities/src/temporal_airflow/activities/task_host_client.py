@@ -1,4 +1,11 @@
-"""Run work in a fresh child of the task host, heartbeating and honouring cancellation meanwhile."""
+"""The activity worker's side of the task host: run work in a fresh child of it, heartbeating and
+honouring cancellation meanwhile.
+
+:mod:`temporal_airflow.activities.task_host` is the process that forks a child per try (or trigger, or
+DAG-file parse); :class:`TaskHost` starts it (one per event loop), sends it requests and waits for their
+children, and :func:`run_in_child` is what the activities call. A child that dies without an outcome is a
+:class:`ChildFailed` of kind ``TaskProcessDied``, with its exit code and the end of its log.
+"""
 
 from __future__ import annotations
 
