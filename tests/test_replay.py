@@ -19,12 +19,12 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from conftest import EXAMPLES, HISTORIES, TEST_DAGS, DagRunner, assert_healthy, record_history
-from temporal_airflow.workflows import clock
+from temporal_airflow.workflows import airflow_compat
 from temporal_airflow.workflows.plugin import WORKFLOWS
 
 
 def _replayer() -> Replayer:
-    clock.install()
+    airflow_compat.install()
     return Replayer(workflows=WORKFLOWS)
 
 

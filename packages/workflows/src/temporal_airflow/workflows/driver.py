@@ -53,8 +53,11 @@ from temporal_airflow.models import (
     task_limit_pool,
 )
 from temporal_airflow.workflows import summaries
-from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
+from temporal_airflow.workflows.history_budget import history_is_full
+from temporal_airflow.workflows.local_run import LocalDagRun
 from temporal_airflow.workflows.pool_slots import holding_slots
+from temporal_airflow.workflows.states import InvalidTaskState
+from temporal_airflow.workflows.values import ReadyTask, TaskKey
 from temporal_airflow.workflows.waits import DeferralWaits
 
 #: Extra time granted beyond a task's own ``execution_timeout`` (Airflow enforces that one itself).
@@ -94,9 +97,6 @@ _POOL_WAIT = RetryPolicy(
 MAX_INLINE_INPUT_BYTES = 1536 * 1024
 #: XCom values a run's result and progress carry inline, at most (the rest are listed without value).
 RESULT_XCOM_BYTES = 1024 * 1024
-#: Continue as new before the history reaches Temporal's warning thresholds (10,240 events, 10 MB).
-HISTORY_EVENT_BUDGET = 8_000
-HISTORY_BYTES_BUDGET = 8 * 1024 * 1024
 
 #: A DAG callback may run this long; a lost worker retries it, a callback that raises does not.
 _CALLBACK_TIMEOUT = timedelta(minutes=10)
@@ -130,16 +130,6 @@ class ContinueAsNew(Exception):
     def __init__(self, snapshot: RunSnapshot) -> None:
         super().__init__("continue as new")
         self.snapshot = snapshot
-
-
-def history_is_full() -> bool:
-    """Temporal suggests a new execution, or the history passed our own budget."""
-    info = workflow.info()
-    return (
-        info.is_continue_as_new_suggested()
-        or info.get_current_history_length() >= HISTORY_EVENT_BUDGET
-        or info.get_current_history_size() >= HISTORY_BYTES_BUDGET
-    )
 
 
 def _waits_for(pool: str | None, per_dag: int | None) -> list[str]:
