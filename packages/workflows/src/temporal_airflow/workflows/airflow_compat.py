@@ -40,6 +40,8 @@ COMPONENT = "temporal-airflow workflows"
 TASK_MAP_IN_XCOM_SINCE = (3, 4)
 #: The release line from which a task instance's map index is stored as its ``region_index``.
 REGIONS_SINCE = (3, 4)
+#: The release line from which a task instance keeps the delay its runner asked for (a ``retry_policy``).
+RETRY_DELAY_OVERRIDE_SINCE = (3, 3)
 #: Two functions that give Airflow's "now"; :mod:`clock` swaps their code.
 CLOCK_MODULES = ("airflow._shared.timezones.timezone", "airflow.sdk._shared.timezones.timezone")
 #: Methods replaced on each run's own ``DagRun`` object by :func:`install_run_seams`.
@@ -90,6 +92,33 @@ def map_index_column() -> str:
 
     regional = _guarded("region_index" in TaskInstance.__table__.c, REGIONS_SINCE, "a region_index column")
     return "region_index" if regional else "map_index"
+
+
+@functools.cache
+def retry_delay_stored() -> bool:
+    """Does a task instance keep its runner's retry delay (``retry_delay_override``, from 3.3)?"""
+    from airflow.models.taskinstance import TaskInstance
+
+    stored = "retry_delay_override" in TaskInstance.__table__.c
+    return _guarded(stored, RETRY_DELAY_OVERRIDE_SINCE, "a retry_delay_override column")
+
+
+def retry_delay(ti: Any) -> float | None:
+    """The retry delay the task's runner asked for, if this Airflow keeps one."""
+    return ti.retry_delay_override if retry_delay_stored() else None  # type: ignore[no-any-return]
+
+
+def set_retry_delay(ti: Any, seconds: float | None) -> None:
+    """Keep the runner's retry delay for Airflow's ``next_retry_datetime`` (before 3.3 no runner asks)."""
+    if retry_delay_stored():
+        ti.retry_delay_override = seconds
+
+
+def produce_dag_callback(dag_run: Any, session: Any, **request: Any) -> Any:
+    """``DagRun.produce_dag_callback(**request)``, given the run's session where it takes one (3.4)."""
+    produce = dag_run.produce_dag_callback
+    takes_session = "session" in inspect.signature(produce).parameters
+    return produce(**request, session=session) if takes_session else produce(**request)
 
 
 @dataclass(frozen=True)

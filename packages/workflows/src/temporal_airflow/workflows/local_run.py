@@ -25,11 +25,11 @@ from typing import Any
 
 import pendulum
 from airflow.callbacks.callback_requests import DagCallbackRequest
-from airflow.exceptions import ParamValidationError
 from airflow.models.dag import DagModel
 from airflow.models.dag_version import DagVersion
 from airflow.models.dagbundle import DagBundleModel
 from airflow.models.dagrun import DagRun
+from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.utils.state import DagRunState, TaskInstanceState
 from airflow.utils.types import DagRunTriggeredByType, DagRunType
@@ -255,7 +255,7 @@ class LocalDagRun:
             end_date=ti.end_date,
             xcoms=xcoms or [],
             error=error,
-            retry_delay_seconds=ti.retry_delay_override,
+            retry_delay_seconds=airflow_compat.retry_delay(ti),
             reschedule=self._waits.reschedule(ti) if ti.state == TaskInstanceState.UP_FOR_RESCHEDULE else None,
             deferral=self._waits.deferral(ti),
         )
@@ -321,7 +321,9 @@ class LocalDagRun:
         last = self._outcomes.time_out(when)
         if self.dag.has_on_failure_callback:
             self._keep_callback(
-                self.dag_run.produce_dag_callback(dag=self.dag, success=False, relevant_ti=last, reason="timed_out")
+                airflow_compat.produce_dag_callback(
+                    self.dag_run, self._session, dag=self.dag, success=False, relevant_ti=last, reason="timed_out"
+                )
             )
 
     # -- the run before this one (depends_on_past) ---------------------------------------------------

@@ -18,6 +18,7 @@ from airflow.utils.state import DagRunState, TaskInstanceState
 from sqlalchemy.orm import Session
 
 from temporal_airflow.models import TaskExecutionResult, TriggerOutcome
+from temporal_airflow.workflows import airflow_compat
 from temporal_airflow.workflows.mapped_outputs import MappedOutputs
 from temporal_airflow.workflows.rows import RunRows
 from temporal_airflow.workflows.states import FINISHED, MARKABLE, STARTED, InvalidTaskState, task_state
@@ -54,7 +55,9 @@ class RunOutcomes:
         ti.end_date = result.end_date
         ti.duration = (result.end_date - result.start_date).total_seconds()
         ti.hostname = result.hostname or ""
-        ti.retry_delay_override = result.retry_delay_seconds if ti.state == TaskInstanceState.UP_FOR_RETRY else None
+        airflow_compat.set_retry_delay(
+            ti, result.retry_delay_seconds if ti.state == TaskInstanceState.UP_FOR_RETRY else None
+        )
         # What Airflow's expansion reads (lengths, a marker per return value); values stay out.
         self._outputs.record(self._session, self._run, ti, result.xcoms, ti.end_date)
         if result.skipped_task_ids:
@@ -67,7 +70,7 @@ class RunOutcomes:
         Airflow try, put up for retry when Airflow's retry rules allow."""
         ti = self._rows.ti(key)
         ti.end_date = when
-        ti.retry_delay_override = None
+        airflow_compat.set_retry_delay(ti, None)
         ti.state = TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
         self._session.commit()
         return str(ti.state)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from temporal_airflow.models import TaskSummary
-from temporal_airflow.workflows import bulk_rows
+from temporal_airflow.workflows import airflow_compat, bulk_rows
 from temporal_airflow.workflows.mapped_outputs import MappedOutputs
 from temporal_airflow.workflows.states import IN_FLIGHT, task_state
 from temporal_airflow.workflows.values import TaskKey
@@ -197,6 +197,6 @@ class RunRows:
             ti.state = state
             ti.start_date = summary.start_date
             ti.end_date = summary.end_date
-            ti.retry_delay_override = summary.retry_delay_seconds
+            airflow_compat.set_retry_delay(ti, summary.retry_delay_seconds)
             self._waits.restore(ti, summary)
         self._outputs.restore_row(self._session, self._run, ti, summary)
