@@ -23,16 +23,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import pendulum
 from airflow.callbacks.callback_requests import DagCallbackRequest
-from airflow.models.dag import DagModel
-from airflow.models.dag_version import DagVersion
-from airflow.models.dagbundle import DagBundleModel
 from airflow.models.dagrun import DagRun
 from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.utils.state import DagRunState, TaskInstanceState
-from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from airflow.utils.types import DagRunType
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -57,7 +53,6 @@ from temporal_airflow.workflows.states import state_text
 from temporal_airflow.workflows.values import ReadyTask, TaskKey, Turn
 from temporal_airflow.workflows.wait_records import WaitRecords
 
-_BUNDLE = "temporal-airflow"
 #: The columns ``DagRun.schedule_tis`` sets with its bulk UPDATE.
 _SCHEDULED_COLUMNS = ["state", "try_number", "scheduled_dttm", "start_date", "end_date", "duration"]
 
@@ -84,18 +79,16 @@ class LocalDagRun:
         # the final sync prunes them as Airflow would (standalone mode has no scheduler to fire them).
         self.dag.deadline = None
         session = self._session
-        session.add(DagBundleModel(name=_BUNDLE))
-        # The file's path names it in DAG callback requests.
-        fileloc = getattr(self.dag, "relative_fileloc", None) or getattr(self.dag, "fileloc", None) or ""
-        session.add(DagModel(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, relative_fileloc=fileloc))
-        session.flush()
-        DagVersion.write_dag(dag_id=self.dag.dag_id, bundle_name=_BUNDLE, session=session)
-        data_interval = None
-        if logical_date is not None:
-            data_interval = self.dag.timetable.infer_manual_data_interval(run_after=pendulum.instance(logical_date))
         with airflow_compat.deferred_rows() as deferred:
-            self.dag_run: DagRun = self._create_dagrun(
-                run_id, run_type, logical_date, data_interval, run_after, conf, start_date
+            self.dag_run: DagRun = run_db.create_dag_run(
+                session,
+                self.dag,
+                run_id=run_id,
+                run_type=run_type,
+                logical_date=logical_date,
+                run_after=run_after,
+                conf=conf,
+                start_date=start_date,
             )
         session.commit()
         self._waits = WaitRecords(session)
@@ -109,31 +102,6 @@ class LocalDagRun:
         self._frontier = Frontier(self._rows, self.dag, self.dag_run, session)
         self._outcomes = RunOutcomes(
             session, self.dag_run, self._rows, self._waits, outputs, self._frontier.known_ready
-        )
-
-    def _create_dagrun(
-        self,
-        run_id: str,
-        run_type: str,
-        logical_date: datetime | None,
-        data_interval: Any,
-        run_after: datetime,
-        conf: dict[str, Any],
-        start_date: datetime | None,
-    ) -> DagRun:
-        return self.dag.create_dagrun(
-            run_id=run_id,
-            logical_date=logical_date,
-            data_interval=data_interval,
-            run_after=run_after,
-            conf=conf,
-            run_type=DagRunType(run_type),
-            triggered_by=DagRunTriggeredByType.TIMETABLE
-            if run_type == DagRunType.SCHEDULED
-            else DagRunTriggeredByType.REST_API,
-            state=DagRunState.RUNNING,
-            start_date=start_date or run_after,
-            session=self._session,
         )
 
     @property

@@ -3,21 +3,31 @@
 Airflow's scheduling code needs its tables; creating the ~60 of them takes a tenth of a second (more
 the first time), so they are made once per process, from the installed Airflow's own models (whatever
 tables this release has: ``task_map`` up to 3.3, its lengths on XCom from 3.4), and each run's database
-starts as a copy of that schema (milliseconds). :func:`open_session` gives a run its database and session.
+starts as a copy of that schema (milliseconds). :func:`open_session` gives a run its database and session,
+:func:`create_dag_run` the rows Airflow needs there (the DAG, its version, its bundle) and the DagRun.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
+import pendulum
 from airflow.models import import_all_models
 from airflow.models.base import Base
+from airflow.models.dag import DagModel
+from airflow.models.dag_version import DagVersion
+from airflow.models.dagbundle import DagBundleModel
+from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
 from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+_BUNDLE = "temporal-airflow"
 _LOCK = threading.Lock()
 _schema: Engine | None = None
 
@@ -56,3 +66,40 @@ def open_session() -> tuple[Engine, Session]:
     engine = _new_engine()
     _copy_schema(engine)
     return engine, sessionmaker(bind=engine, class_=RunSession, expire_on_commit=False)()
+
+
+def create_dag_run(
+    session: Session,
+    dag: Any,
+    *,
+    run_id: str,
+    run_type: str,
+    logical_date: datetime | None,
+    run_after: datetime,
+    conf: dict[str, Any],
+    start_date: datetime | None,
+) -> DagRun:
+    """The DAG's rows (bundle, model, version) and its new running DagRun, through Airflow's own code."""
+    session.add(DagBundleModel(name=_BUNDLE))
+    # The file's path names it in DAG callback requests.
+    fileloc = getattr(dag, "relative_fileloc", None) or getattr(dag, "fileloc", None) or ""
+    session.add(DagModel(dag_id=dag.dag_id, bundle_name=_BUNDLE, relative_fileloc=fileloc))
+    session.flush()
+    DagVersion.write_dag(dag_id=dag.dag_id, bundle_name=_BUNDLE, session=session)
+    scheduled = run_type == DagRunType.SCHEDULED
+    data_interval = None
+    if logical_date is not None:
+        data_interval = dag.timetable.infer_manual_data_interval(run_after=pendulum.instance(logical_date))
+    run: DagRun = dag.create_dagrun(
+        run_id=run_id,
+        logical_date=logical_date,
+        data_interval=data_interval,
+        run_after=run_after,
+        conf=conf,
+        run_type=DagRunType(run_type),
+        triggered_by=DagRunTriggeredByType.TIMETABLE if scheduled else DagRunTriggeredByType.REST_API,
+        state=DagRunState.RUNNING,
+        start_date=start_date or run_after,
+        session=session,
+    )
+    return run
