@@ -239,3 +239,30 @@ def test_a_run_past_its_dagrun_timeout_fails_and_asks_for_its_failure_callback()
     assert local.state == "failed" and local.callback_request is not None
     assert "timed_out" in local.callback_request
     local.dispose()
+
+
+def test_a_retried_and_a_cleared_task_run_their_next_try_numbers() -> None:
+    from airflow.sdk import DAG, task
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("retrying", schedule=None, start_date=START) as dag:
+
+        @task(retries=1, retry_delay=timedelta(seconds=1))
+        def flaky() -> None:
+            return None
+
+        flaky()
+    local = _new_run(cast(dict[str, Any], DagSerialization.to_dict(dag)))
+    tries = []
+    for state in ("up_for_retry", "success"):
+        (ready,) = local.ready_tasks(4).ready
+        tries.append(ready.try_number)
+        local.mark_running(ready.key, START)
+        local.record_result(TaskExecutionResult("flaky", state, ready.try_number, START, START))
+    assert tries == [1, 2]
+    key = TaskKey("flaky")
+    assert local.states()[key] == ("success", 2)
+    assert local.set_state(key, None, START)
+    (ready,) = local.ready_tasks(4).ready
+    assert ready.try_number == 3 and ready.max_tries == 3
+    local.dispose()

@@ -40,6 +40,9 @@ COMPONENT = "temporal-airflow workflows"
 TASK_MAP_IN_XCOM_SINCE = (3, 4)
 #: The release line from which a task instance's map index is stored as its ``region_index``.
 REGIONS_SINCE = (3, 4)
+#: The release line from which each try is a task-instance row of its own: a retry or a clear archives
+#: the row and starts its successor with the next try number, and scheduling no longer counts the try.
+ATTEMPT_ROWS_SINCE = (3, 4)
 #: The release line from which a task instance keeps the delay its runner asked for (a ``retry_policy``).
 RETRY_DELAY_OVERRIDE_SINCE = (3, 3)
 #: Two functions that give Airflow's "now"; :mod:`clock` swaps their code.
@@ -92,6 +95,26 @@ def map_index_column() -> str:
 
     regional = _guarded("region_index" in TaskInstance.__table__.c, REGIONS_SINCE, "a region_index column")
     return "region_index" if regional else "map_index"
+
+
+@functools.cache
+def attempts_are_rows() -> bool:
+    """Is each try its own task-instance row (3.4: ``working_set``, ``prepare_db_for_next_try`` rotates)?"""
+    from airflow.models.taskinstance import TaskInstance
+
+    return _guarded("working_set" in TaskInstance.__table__.c, ATTEMPT_ROWS_SINCE, "a working_set column")
+
+
+def next_attempt(ti: Any, session: Any) -> Any:
+    """The row the task instance's next try runs as: the archived try's successor, carrying the next try
+    number (3.4); before 3.4 the same row, whose try Airflow's scheduling counts."""
+    return ti.prepare_db_for_next_try(session) if attempts_are_rows() else ti
+
+
+def carried_try_number(try_number: int) -> int:
+    """The try number to give a row whose try (``try_number``) was in flight, so that scheduling it again
+    starts the same try: before 3.4 scheduling adds one, from 3.4 it keeps it (a first try aside)."""
+    return try_number if attempts_are_rows() else max(try_number - 1, 0)
 
 
 @functools.cache

@@ -49,14 +49,16 @@ def load(session: Session, ids: Sequence[Any]) -> list[TaskInstance]:
 def unmapped_id(session: Session, dag_id: str, run_id: str, task_id: str) -> Any:
     """The id of ``task_id``'s unmapped row (``map_index`` -1), if it has one."""
     return session.scalar(
-        select(_TI.c.id).where(
-            _TI.c.dag_id == dag_id,
-            _TI.c.run_id == run_id,
-            _TI.c.task_id == task_id,
-            _TI.c[airflow_compat.map_index_column()] == -1,
+        select(TaskInstance.id).where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id,
+            TaskInstance.map_index == -1,
         )
     )
 
 
 def row_ids(session: Session, dag_id: str, run_id: str) -> set[Any]:
-    return set(session.scalars(select(_TI.c.id).where(_TI.c.dag_id == dag_id, _TI.c.run_id == run_id)).all())
+    """The ids of the run's current rows (an ORM query: from 3.4 Airflow leaves out archived tries)."""
+    query = select(TaskInstance.id).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+    return set(session.scalars(query).all())

@@ -63,6 +63,7 @@ class RunOutcomes:
         if result.skipped_task_ids:
             self._skip(result.skipped_task_ids)
         self._waits.record(ti, result)
+        self._retry_as_next_attempt(ti)
         self._session.commit()
 
     def record_lost_try(self, key: TaskKey, when: datetime) -> str:
@@ -72,8 +73,10 @@ class RunOutcomes:
         ti.end_date = when
         airflow_compat.set_retry_delay(ti, None)
         ti.state = TaskInstanceState.UP_FOR_RETRY if ti.is_eligible_to_retry() else TaskInstanceState.FAILED
+        state = str(ti.state)
+        self._retry_as_next_attempt(ti)
         self._session.commit()
-        return str(ti.state)
+        return state
 
     def set_state(self, key: TaskKey, state: str | None, when: datetime) -> bool:
         """A user's mark from Airflow's UI or REST API (``success``, ``failed`` or ``skipped``), or a clear
@@ -85,17 +88,31 @@ class RunOutcomes:
             raise InvalidTaskState(f"a task instance can be marked {sorted(MARKABLE)}, not {state!r}")
         if ti is None:
             return False
-        ti.state = marked
         if marked is None:
+            max_tries = ti.try_number + (ti.task.retries if ti.task is not None else 0)
+            if ti.try_number > 0:
+                ti = self._next_attempt(ti)
+            ti.state = None
             ti.end_date = None
-            ti.max_tries = ti.try_number + (ti.task.retries if ti.task is not None else 0)
+            ti.max_tries = max_tries
             ti.next_method = ti.next_kwargs = None
         else:
+            ti.state = marked
             ti.start_date = ti.start_date or when
             ti.end_date = when
         self._known_ready.discard(key)
         self._session.commit()
         return True
+
+    def _next_attempt(self, ti: TaskInstance) -> TaskInstance:
+        successor: TaskInstance = airflow_compat.next_attempt(ti, self._session)
+        self._rows.replace(ti, successor)
+        return successor
+
+    def _retry_as_next_attempt(self, ti: TaskInstance) -> None:
+        """A try put up for retry: its next try's row takes its place (see :func:`airflow_compat.next_attempt`)."""
+        if ti.state == TaskInstanceState.UP_FOR_RETRY:
+            self._next_attempt(ti)
 
     def _skip(self, task_ids: Iterable[str]) -> None:
         wanted = set(task_ids)
@@ -109,6 +126,7 @@ class RunOutcomes:
         if ti.state != TaskInstanceState.DEFERRED:
             return None
         resumed = self._waits.resume(ti, outcome, when)
+        self._retry_as_next_attempt(ti)
         self._session.commit()
         return ReadyTask(key, ti.try_number, ti.max_tries) if resumed else None
 

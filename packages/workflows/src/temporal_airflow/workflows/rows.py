@@ -74,6 +74,14 @@ class RunRows:
             raise KeyError(f"task instance {key} not in run {self._run.run_id}")
         return ti
 
+    def replace(self, old: TaskInstance, new: TaskInstance) -> None:
+        """``new`` is the row of ``old``'s task instance from now on (its next try's row)."""
+        if new is old:
+            return
+        new.task = old.task
+        self.by_key[key_of(new)] = new
+        self.ordered = [new if ti is old else ti for ti in self.ordered]
+
     @property
     def catching_up(self) -> bool:
         """Rows still to create or load: call :meth:`catch_up` (one activation each) before scheduling."""
@@ -191,8 +199,10 @@ class RunRows:
     def _apply(self, ti: TaskInstance, summary: TaskSummary) -> None:
         """Set a task instance as an earlier execution (or Airflow's DB) left it."""
         state = None if summary.state is None else task_state(summary.state)
-        # A try that was in flight runs again as the same try (Airflow's scheduling adds one).
-        ti.try_number = max(summary.try_number - 1, 0) if state in IN_FLIGHT else summary.try_number
+        # A try that was in flight runs again as the same try.
+        ti.try_number = (
+            airflow_compat.carried_try_number(summary.try_number) if state in IN_FLIGHT else summary.try_number
+        )
         if state is not None and state not in IN_FLIGHT:
             ti.state = state
             ti.start_date = summary.start_date
