@@ -12,6 +12,7 @@ runs guard the current code, including concurrent workflows in one worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import airflow
@@ -21,12 +22,20 @@ from temporalio.worker import Replayer
 
 from conftest import EXAMPLES, HISTORIES, TEST_DAGS, DagRunner, assert_healthy, record_history
 from temporal_airflow.models.airflow_support import release_line
-from temporal_airflow.workflows import airflow_compat
+from temporal_airflow.workflows import airflow_compat, local_run
 from temporal_airflow.workflows.plugin import WORKFLOWS
 
 
-def _replayer() -> Replayer:
+@functools.cache
+def _warm_up() -> None:
+    """What a workflow worker does when it starts (see ``AirflowWorkflowsPlugin``), once per process: the
+    door to Airflow opened, and Airflow's first scheduling turn (seconds) outside any workflow task."""
     airflow_compat.install()
+    local_run.warm_up()
+
+
+def _replayer() -> Replayer:
+    _warm_up()
     return Replayer(workflows=WORKFLOWS)
 
 
