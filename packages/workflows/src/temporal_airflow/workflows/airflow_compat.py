@@ -16,6 +16,11 @@ Contract:
   attribute's shape (a signature Airflow changed fails here, at start, not in a run), then patches.
 - Version-dependent branches are picked by a feature check, with the release line as the guard: a
   feature found on a release line that should not have it (or missing where it should be) refuses too.
+  They are: where a mapped length lives (:func:`task_map_in_xcom`: the ``task_map`` table up to 3.3,
+  XCom from 3.4, written by :mod:`~temporal_airflow.workflows.mapped_outputs`), the map index's column
+  (:func:`map_index_column`), whether each try is a row of its own (:func:`attempts_are_rows`,
+  :func:`next_attempt`, :func:`carried_try_number`: 3.4), whether a runner's retry delay is kept
+  (:func:`retry_delay`: 3.3 on), and ``produce_dag_callback``'s session (:func:`produce_dag_callback`).
 - :func:`patched_attributes` names what :func:`install` patched, for the test that pins them per release.
 """
 
@@ -250,6 +255,7 @@ def install() -> None:
             return
         check_version()
         patches = _patches()
+        map_index_column(), attempts_are_rows(), retry_delay_stored()  # each branch decided (or refused) now
         _check_clock()
         _check_run_seams()
         for patch in patches:
