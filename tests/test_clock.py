@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from temporal_airflow.workflows import clock
+from temporal_airflow.workflows import airflow_compat
 
 
 @workflow.defn(sandboxed=False)
@@ -30,25 +30,17 @@ class AirflowNowProbe:
 
 
 def test_outside_workflows_airflow_sees_the_wall_clock() -> None:
-    clock.install()
+    airflow_compat.install()
     from airflow._shared.timezones import timezone as core_tz
 
     assert abs(core_tz.utcnow() - datetime.now(UTC)) < timedelta(seconds=1)
     assert core_tz.utcnow().tzinfo is not None
 
 
-def test_install_refuses_unsupported_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    import airflow
-
-    monkeypatch.setattr(airflow, "__version__", "3.4.0")
-    with pytest.raises(clock.UnsupportedAirflowError, match=r"3\.4\.0"):
-        clock.install()
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio(loop_scope="session")
 async def test_concurrent_workflows_each_see_their_own_time(client: Client) -> None:
-    clock.install()
+    airflow_compat.install()
     queue = f"clock-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[AirflowNowProbe]):
         results = await asyncio.gather(

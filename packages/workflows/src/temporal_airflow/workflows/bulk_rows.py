@@ -14,10 +14,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from airflow.models.taskinstance import TaskInstance
-from airflow.models.taskmap import TaskMap
-from airflow.models.xcom import XCOM_RETURN_KEY, XComModel
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+
+from temporal_airflow.workflows import airflow_compat
 
 #: Rows created or loaded per workflow activation (well under the 2 s deadline on a busy 2-core box).
 ROWS_PER_ACTIVATION = 250
@@ -29,7 +29,8 @@ def clone_indexes(session: Session, template_id: Any, indexes: Iterable[int]) ->
     """Insert copies of the task instance ``template_id`` for ``indexes``; returns the new rows' ids."""
     template = dict(session.execute(select(_TI).where(_TI.c.id == template_id)).mappings().one())
     # Ids never leave the workflow (commands name tasks by id and index), so random ones are fine.
-    rows = [dict(template, id=uuid.uuid4(), map_index=index) for index in indexes]
+    column = airflow_compat.map_index_column()
+    rows = [dict(template, id=uuid.uuid4(), **{column: index}) for index in indexes]
     if rows:
         session.execute(insert(_TI), rows)
     return [row["id"] for row in rows]
@@ -37,7 +38,7 @@ def clone_indexes(session: Session, template_id: Any, indexes: Iterable[int]) ->
 
 def renumber(session: Session, ti_id: Any, map_index: int) -> None:
     """Give the unmapped task instance its first index, as Airflow's expansion does."""
-    session.execute(update(_TI).where(_TI.c.id == ti_id).values(map_index=map_index))
+    session.execute(update(_TI).where(_TI.c.id == ti_id).values({airflow_compat.map_index_column(): map_index}))
 
 
 def load(session: Session, ids: Sequence[Any]) -> list[TaskInstance]:
@@ -48,42 +49,16 @@ def load(session: Session, ids: Sequence[Any]) -> list[TaskInstance]:
 def unmapped_id(session: Session, dag_id: str, run_id: str, task_id: str) -> Any:
     """The id of ``task_id``'s unmapped row (``map_index`` -1), if it has one."""
     return session.scalar(
-        select(_TI.c.id).where(
-            _TI.c.dag_id == dag_id, _TI.c.run_id == run_id, _TI.c.task_id == task_id, _TI.c.map_index == -1
+        select(TaskInstance.id).where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id == task_id,
+            TaskInstance.map_index == -1,
         )
     )
 
 
 def row_ids(session: Session, dag_id: str, run_id: str) -> set[Any]:
-    return set(session.scalars(select(_TI.c.id).where(_TI.c.dag_id == dag_id, _TI.c.run_id == run_id)).all())
-
-
-def insert_xcom_markers(session: Session, run: Any, rows: Iterable[tuple[str, int, int | None, bool]]) -> None:
-    """``TaskMap`` lengths and return-value markers (``task_id, map_index, mapped_length, returned``) in bulk."""
-    maps: dict[tuple[str, int], dict[str, Any]] = {}
-    xcoms: dict[tuple[str, int], dict[str, Any]] = {}
-    for task_id, map_index, length, returned in rows:
-        if length is not None:
-            maps[task_id, map_index] = {
-                "dag_id": run.dag_id,
-                "task_id": task_id,
-                "run_id": run.run_id,
-                "map_index": map_index,
-                "length": length,
-                "keys": None,
-            }
-        if returned and map_index >= 0:
-            xcoms[task_id, map_index] = {
-                "dag_run_id": run.id,
-                "task_id": task_id,
-                "map_index": map_index,
-                "key": XCOM_RETURN_KEY,
-                "dag_id": run.dag_id,
-                "run_id": run.run_id,
-                "value": None,
-                "timestamp": run.start_date,
-            }
-    if maps:
-        session.execute(insert(TaskMap.__table__), list(maps.values()))
-    if xcoms:
-        session.execute(insert(XComModel.__table__), list(xcoms.values()))
+    """The ids of the run's current rows (an ORM query: from 3.4 Airflow leaves out archived tries)."""
+    query = select(TaskInstance.id).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+    return set(session.scalars(query).all())

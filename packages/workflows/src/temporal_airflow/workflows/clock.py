@@ -1,32 +1,29 @@
 """Make Airflow's notion of "now" come from ``workflow.now()`` inside workflows.
 
 Stock Airflow has no pluggable time provider. Every "now" in its scheduling code goes through
-``airflow._shared.timezones.timezone.utcnow`` (module attribute calls *and* function objects bound
-early, such as SQLAlchemy column defaults). We swap that one function's code object, so every
-reference sees the change, for code that asks "am I inside a Temporal workflow?" on each call:
+``utcnow`` of Airflow's (and its Task SDK's) shared timezone module: module attribute calls *and*
+function objects bound early, such as SQLAlchemy column defaults. We swap that one function's code
+object, so every reference sees the change, for code that asks "am I inside a Temporal workflow?" on
+each call:
 
 * inside a workflow activation (any thread, any number of concurrent workflows) it returns
   ``workflow.now()``, the deterministic time of the current workflow task;
 * everywhere else (activities, the CLI, Airflow itself) it returns the wall clock as before.
 
-The seam is guarded: it checks the installed Airflow version and the function's shape and refuses to
-install on anything it has not been checked against.
+Which modules, and whether this Airflow's ``utcnow`` has the shape the swap needs, is decided by
+:mod:`temporal_airflow.workflows.airflow_compat` (the package's one door to Airflow's internals), which
+calls :func:`install`; this module only does the swap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import types
+import importlib
+from collections.abc import Iterable
 
-import airflow
 from temporalio import workflow
 
-_SUPPORTED_AIRFLOW = ("3.3.",)
 _PROVIDER_NAME = "_temporal_airflow_now"
-
-
-class UnsupportedAirflowError(RuntimeError):
-    """The installed Airflow does not offer the seam this module relies on."""
 
 
 def _now() -> dt.datetime:
@@ -42,18 +39,9 @@ def _template() -> dt.datetime:  # pragma: no cover - only its code object is us
     return _temporal_airflow_now()  # type: ignore[name-defined]  # noqa: F821
 
 
-def install() -> None:
-    """Route Airflow's ``utcnow`` through :func:`_now`; idempotent."""
-    if not airflow.__version__.startswith(_SUPPORTED_AIRFLOW):
-        raise UnsupportedAirflowError(
-            f"temporal-airflow supports Airflow {_SUPPORTED_AIRFLOW}; found {airflow.__version__}"
-        )
-    from airflow._shared.timezones import timezone as core_tz
-    from airflow.sdk._shared.timezones import timezone as sdk_tz
-
-    for module in (core_tz, sdk_tz):
-        func = module.utcnow
-        if not isinstance(func, types.FunctionType) or func.__code__.co_freevars:
-            raise UnsupportedAirflowError(f"{module.__name__}.utcnow has an unexpected shape")
+def install(modules: Iterable[str]) -> None:
+    """Route each module's ``utcnow`` through :func:`_now` (its shape checked by the door); idempotent."""
+    for name in modules:
+        module = importlib.import_module(name)
         module.__dict__[_PROVIDER_NAME] = _now
-        func.__code__ = _template.__code__
+        module.utcnow.__code__ = _template.__code__

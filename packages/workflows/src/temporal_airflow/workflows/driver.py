@@ -23,23 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import Priority, RetryPolicy
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from temporal_airflow.models import (
-    ACQUIRE_POOL_SLOT_ACTIVITY,
-    DEFAULT_POOL,
-    DEFAULT_REPLAY_BUDGET,
-    POOL_UNAVAILABLE_ERROR,
     RUN_DAG_CALLBACK_ACTIVITY,
-    RUN_TASK_ACTIVITY,
-    TASK_PROCESS_DIED_ERROR,
-    XCOM_TOO_LARGE_ERROR,
     ActivityTaskInput,
     DagCallbackInput,
     DagExecutionResult,
@@ -50,53 +42,23 @@ from temporal_airflow.models import (
     TaskSummary,
     XComEntry,
     service_task_queue,
-    task_limit_pool,
 )
 from temporal_airflow.workflows import summaries
-from temporal_airflow.workflows.local_run import InvalidTaskState, LocalDagRun, ReadyTask, TaskKey
-from temporal_airflow.workflows.pool_slots import holding_slots
+from temporal_airflow.workflows.history_budget import history_is_full
+from temporal_airflow.workflows.local_run import LocalDagRun
+from temporal_airflow.workflows.states import InvalidTaskState
+from temporal_airflow.workflows.tries import MAX_INLINE_INPUT_BYTES, DriverOptions, TryRunner, oversized_input
+from temporal_airflow.workflows.values import ReadyTask, TaskKey
 from temporal_airflow.workflows.waits import DeferralWaits
 
-#: Extra time granted beyond a task's own ``execution_timeout`` (Airflow enforces that one itself).
-_TIMEOUT_GRACE = timedelta(minutes=2)
-#: A task without ``execution_timeout`` may run this long; liveness is guarded by heartbeats.
-_NO_TIMEOUT = timedelta(days=365)
 #: Timer between two batches of rows when a run creates or loads thousands of task instances.
 _CATCH_UP_PAUSE = timedelta(milliseconds=1)
 #: How long to wait before re-asking Airflow when nothing runs, nothing changed and no retry waits.
 _IDLE_RECHECK = timedelta(seconds=5)
-#: Infrastructure trouble (a lost worker, the metadata DB away for a while) retries the same Airflow try,
-#: at most 4 more times over ~30 s of backoff. A task's own failure never gets here: it is an outcome,
-#: and a dead task process is a non-retryable error (one failed try).
-_INFRA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[TASK_PROCESS_DIED_ERROR, XCOM_TOO_LARGE_ERROR],
-)
-#: Waiting for a pool's slots (Airflow's in deep mode, a standalone pool's workflow otherwise) is Temporal
-#: retrying the acquisition, with backoff on the server (no history event per attempt), for as long as it takes.
-#: Patch ids (``workflow.patched``): runs recorded before these features replay without them.
-_TASK_LIMIT_ACROSS_RUNS = "task-limit-across-runs"
-_STANDALONE_POOLS = "standalone-pools"
+#: Patch id (``workflow.patched``): runs recorded before the replay budget replay without it.
 _REPLAY_BUDGET = "replay-budget"
-_POOL_WAIT = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=1.5,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=0,
-    non_retryable_error_types=[POOL_UNAVAILABLE_ERROR],
-)
-#: A try's input may carry at most this many bytes of XCom values inline (Temporal caps payloads at
-#: 2 MiB); above it the try fails with a clear error instead of wedging the workflow. With a payload
-#: store configured, values above a small size travel by reference and never count here.
-MAX_INLINE_INPUT_BYTES = 1536 * 1024
 #: XCom values a run's result and progress carry inline, at most (the rest are listed without value).
 RESULT_XCOM_BYTES = 1024 * 1024
-#: Continue as new before the history reaches Temporal's warning thresholds (10,240 events, 10 MB).
-HISTORY_EVENT_BUDGET = 8_000
-HISTORY_BYTES_BUDGET = 8 * 1024 * 1024
 
 #: A DAG callback may run this long; a lost worker retries it, a callback that raises does not.
 _CALLBACK_TIMEOUT = timedelta(minutes=10)
@@ -112,40 +74,12 @@ def _wake_reason(wake_at: datetime | None, retry_at: datetime | None, timeout_at
     return "dagrun_timeout" if wake_at == timeout_at else "next poke"
 
 
-@dataclass
-class DriverOptions:
-    """How task activities are started."""
-
-    dag_path: str
-    activity_task_queue: str
-    heartbeat_timeout: timedelta
-    variables: dict[str, str] = field(default_factory=dict)
-    deep_integration: bool = False
-    replay_budget: int = DEFAULT_REPLAY_BUDGET
-
-
 class ContinueAsNew(Exception):
     """The run's history is due for a new execution; ``snapshot`` is everything it must carry."""
 
     def __init__(self, snapshot: RunSnapshot) -> None:
         super().__init__("continue as new")
         self.snapshot = snapshot
-
-
-def history_is_full() -> bool:
-    """Temporal suggests a new execution, or the history passed our own budget."""
-    info = workflow.info()
-    return (
-        info.is_continue_as_new_suggested()
-        or info.get_current_history_length() >= HISTORY_EVENT_BUDGET
-        or info.get_current_history_size() >= HISTORY_BYTES_BUDGET
-    )
-
-
-def _waits_for(pool: str | None, per_dag: int | None) -> list[str]:
-    """What a try's slot acquisition waits for, for its summary in Temporal's UI."""
-    waits = [f"slot of pool {pool}"] if pool not in (None, DEFAULT_POOL) else []
-    return waits + ([f"one of {per_dag} per DAG"] if per_dag else [])
 
 
 class DagRunDriver:
@@ -179,6 +113,7 @@ class DagRunDriver:
         self._overruled: dict[TaskKey, TaskMark] = {}
         #: Task instances this execution's turns have evaluated (see :meth:`_replay_is_long`).
         self._replay_weight = 0
+        self._tries = TryRunner(local, options)
         self._waits = DeferralWaits(service_task_queue(options.activity_task_queue), options.heartbeat_timeout)
 
     def carry(self, tasks: list[TaskSummary]) -> None:
@@ -373,27 +308,7 @@ class DagRunDriver:
 
     async def _refuse(self, key: TaskKey, task_input: ActivityTaskInput, inline: int) -> None:
         """Fail a try whose XCom input cannot travel inline (no payload store): retrying cannot help."""
-        now = workflow.now()
-        error = (
-            f"{XCOM_TOO_LARGE_ERROR}: the XComs {key.label} pulls add up to {inline} bytes, over the "
-            f"{MAX_INLINE_INPUT_BYTES} bytes a task input may carry inline; configure a payload store "
-            "(TEMPORAL_AIRFLOW_PAYLOAD_STORAGE) so large values travel by reference"
-        )
-        self._finished.append(
-            (
-                key,
-                TaskExecutionResult(
-                    task_id=key.task_id,
-                    map_index=key.map_index,
-                    state="failed",
-                    try_number=task_input.try_number,
-                    start_date=now,
-                    end_date=now,
-                    error=error,
-                ),
-                None,
-            )
-        )
+        self._finished.append((key, oversized_input(key, task_input, inline, workflow.now()), None))
 
     def _upstream_xcoms(self, task_id: str) -> list[XComEntry]:
         if self.options.deep_integration:
@@ -402,69 +317,13 @@ class DagRunDriver:
         return [entry for key in sorted(k for k in self.xcoms if k.task_id in ancestors) for entry in self.xcoms[key]]
 
     async def _execute(self, key: TaskKey, task_input: ActivityTaskInput) -> None:
-        execution_timeout = self.local.task_attribute(key.task_id, "execution_timeout")
-        start_to_close = execution_timeout + _TIMEOUT_GRACE if execution_timeout else _NO_TIMEOUT
         try:
-            async with self._take_pool_slots(key, task_input):
-                result = await workflow.execute_activity(
-                    RUN_TASK_ACTIVITY,
-                    task_input,
-                    result_type=TaskExecutionResult,
-                    task_queue=self.options.activity_task_queue,
-                    activity_id=key.activity_id(task_input.try_number),
-                    summary=f"{key.label} (try {task_input.try_number})",
-                    start_to_close_timeout=start_to_close,
-                    heartbeat_timeout=self.options.heartbeat_timeout,
-                    retry_policy=_INFRA_RETRY,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                    priority=Priority(priority_key=self.local.priority_key(key)),
-                )
-            self._finished.append((key, result, None))
-        except ActivityError as err:
-            cause = err.cause or err
-            self._finished.append((key, None, f"{type(cause).__name__}: {cause}"))
+            result, failure = await self._tries.run(key, task_input)
         except asyncio.CancelledError:
             if key not in self._overruled:
                 raise
-            self._finished.append((key, None, "marked by a user"))
-
-    @contextlib.asynccontextmanager
-    async def _take_pool_slots(self, key: TaskKey, task_input: ActivityTaskInput) -> AsyncIterator[None]:
-        """Hold the task's pool slots (of a pool other than ``default_pool``) while its try runs: deep mode
-        takes them in Airflow's DB (Airflow counts them until the try ends) together with the task's
-        ``max_active_tis_per_dag`` across runs, standalone mode from the pool's workflow and the task
-        limit's (a pool of its own, :func:`task_limit_pool`), given back when the try ends, however it ends."""
-        pool = self.local.task_attribute(key.task_id, "pool")
-        per_dag = self.local.task_attribute(key.task_id, "max_active_tis_per_dag")
-        if per_dag and not workflow.patched(_TASK_LIMIT_ACROSS_RUNS):
-            per_dag = None  # a run that started before: counted within the run only
-        if pool in (None, DEFAULT_POOL) and not per_dag:
-            yield
-            return
-        config = workflow.ActivityConfig(
-            task_queue=service_task_queue(self.options.activity_task_queue),
-            activity_id=f"{key.activity_id(task_input.try_number)}:pool",
-            summary=f"{key.label}: " + ", ".join(_waits_for(pool, per_dag)),
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=_POOL_WAIT,
-            priority=Priority(priority_key=self.local.priority_key(key)),
-        )
-        if self.options.deep_integration:
-            request = dataclasses.replace(task_input, max_active_tis_per_dag=per_dag)
-            await workflow.execute_activity(ACQUIRE_POOL_SLOT_ACTIVITY, request, **config)
-            yield
-            return
-        try_id = key.activity_id(task_input.try_number)
-        async with contextlib.AsyncExitStack() as held:
-            if pool not in (None, DEFAULT_POOL) and workflow.patched(_STANDALONE_POOLS):
-                slots = self.local.task_attribute(key.task_id, "pool_slots") or 1
-                await held.enter_async_context(holding_slots(pool, slots, try_id, config))
-            if per_dag:
-                limit = task_limit_pool(task_input.run.dag_id, key.task_id)
-                config = config.copy()
-                config["activity_id"], config["summary"] = f"{try_id}:limit", f"{key.label}: one of {per_dag} per DAG"
-                await held.enter_async_context(holding_slots(limit, 1, try_id, config, size=per_dag))
-            yield
+            result, failure = None, "marked by a user"
+        self._finished.append((key, result, failure))
 
     def _apply_finished(self) -> None:
         finished, self._finished = self._finished, []

@@ -18,7 +18,7 @@ from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker, WorkerConfig
 
 from temporal_airflow.models.converter import StorageSettings, data_converter
-from temporal_airflow.workflows import clock, collector, local_run
+from temporal_airflow.workflows import airflow_compat, collector, local_run
 from temporal_airflow.workflows.deep import ExecuteAirflowDagDeepWorkflow
 from temporal_airflow.workflows.pools import PoolWorkflow
 from temporal_airflow.workflows.standalone import ExecuteAirflowDagWorkflow
@@ -44,13 +44,14 @@ STICKY_TIMEOUT = timedelta(seconds=30)
 
 @asynccontextmanager
 async def airflow_clock() -> AsyncIterator[None]:
-    """Route Airflow's clock to workflow time (idempotent) for as long as a worker or replayer runs.
+    """Open the package's door to Airflow (:func:`airflow_compat.install`: the version check, Airflow's
+    clock routed to workflow time, the run patches; idempotent) for as long as a worker or replayer runs.
 
     Also moves what is alive by then (Airflow's modules and registries, ~200,000 objects) out of the
     garbage collector's full passes: a full pass holds every workflow's turn, and next to a big run's own
     objects it took the better part of a second, enough on a busy machine to pass the deadlock detector.
     """
-    clock.install()
+    airflow_compat.install()  # refuses an unsupported Airflow: the worker stops at start, with one line
     local_run.warm_up()  # Airflow's first scheduling turn in a process costs seconds: not in a workflow task
     gc.collect()
     gc.freeze()
@@ -61,6 +62,7 @@ class AirflowWorkflowsPlugin(SimplePlugin):
     """The standalone and deep DAG-run workflows; ``storage`` defaults to the environment's settings."""
 
     def __init__(self, storage: StorageSettings | None = None) -> None:
+        airflow_compat.check_version()  # an unsupported Airflow fails here, with one line, not in a run
         super().__init__(
             "temporal-airflow.workflows",
             data_converter=data_converter(storage),

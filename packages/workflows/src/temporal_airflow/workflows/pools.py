@@ -44,7 +44,7 @@ from temporal_airflow.models import (
     PoolHolders,
     PoolState,
 )
-from temporal_airflow.workflows.driver import history_is_full
+from temporal_airflow.workflows.history_budget import history_is_full
 
 #: A pool without holders for this long completes (the next acquisition starts it again).
 _IDLE_LINGER = timedelta(minutes=10)

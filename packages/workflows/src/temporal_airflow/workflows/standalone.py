@@ -29,9 +29,10 @@ from temporal_airflow.models import (
     service_task_queue,
 )
 from temporal_airflow.workflows import summaries
-from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver, DriverOptions
+from temporal_airflow.workflows.driver import ContinueAsNew, DagRunDriver
 from temporal_airflow.workflows.errors import workflow_failure
 from temporal_airflow.workflows.local_run import LocalDagRun, create_local_run, resume_local_run
+from temporal_airflow.workflows.tries import DriverOptions
 
 
 @workflow.defn(name=STANDALONE_WORKFLOW, sandboxed=False)

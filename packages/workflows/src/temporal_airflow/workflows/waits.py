@@ -31,7 +31,7 @@ from temporal_airflow.models import (
     TriggerInput,
     TriggerOutcome,
 )
-from temporal_airflow.workflows.local_run import TaskKey
+from temporal_airflow.workflows.values import TaskKey
 
 #: A trigger without ``trigger_timeout`` may wait this long; liveness is guarded by heartbeats.
 _NO_TIMEOUT = timedelta(days=365)

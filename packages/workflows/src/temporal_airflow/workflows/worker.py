@@ -13,7 +13,10 @@ from temporal_airflow.models.runtime import run_workers, worker_parser, workflow
 
 
 def create_workflow_worker(client: Client, task_queue: str | None = None) -> Worker:
-    """A worker for the DAG-run workflows (the plugin installs the workflow-time seam in Airflow)."""
+    """A worker for the DAG-run workflows (the plugin opens the door to Airflow when the worker starts)."""
+    from temporal_airflow.workflows import airflow_compat
+
+    airflow_compat.check_version()  # before importing Airflow's internals: an unsupported one fails in one line
     from temporal_airflow.workflows.plugin import AirflowWorkflowsPlugin
 
     return Worker(client, task_queue=task_queue or workflow_task_queue(), plugins=[AirflowWorkflowsPlugin()])
