@@ -10,15 +10,13 @@ come first.
 from __future__ import annotations
 
 import os
-import sys
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from temporal_airflow.models import service_task_queue
-from temporal_airflow.models.airflow_support import UnsupportedAirflowVersion
 from temporal_airflow.models.converter import StorageSettings
-from temporal_airflow.models.runtime import activity_task_queue, quiet_airflow_logs, run_workers, worker_parser
+from temporal_airflow.models.runtime import activity_task_queue, run_workers, worker_parser
 
 
 def create_activity_worker(client: Client, task_queue: str | None = None, max_concurrent: int | None = None) -> Worker:
@@ -74,12 +72,6 @@ async def activity_workers(client: Client) -> list[Worker]:
 def main(argv: list[str] | None = None) -> int:
     """``temporal-airflow-activity-worker [--address HOST:PORT]``: poll until interrupted."""
     args = worker_parser("temporal-airflow-activity-worker", "Run Airflow tasks for temporal-airflow.").parse_args(argv)
-    quiet_airflow_logs()
     from temporal_airflow.activities.airflow_compat import check
 
-    try:
-        check()
-    except UnsupportedAirflowVersion as err:
-        print(err, file=sys.stderr)
-        return 2
-    return run_workers(activity_workers, args.address, "activities")
+    return run_workers(activity_workers, args.address, "activities", preflight=check)

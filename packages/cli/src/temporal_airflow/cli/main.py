@@ -21,6 +21,9 @@ from temporal_airflow.cli.parser import build_parser
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if refusal := _unsupported_airflow():
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     if args.command == "up":
         from temporal_airflow.cli.up import up
 
@@ -32,6 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     from temporal_airflow.cli.run import run
 
     return run(args)
+
+
+def _unsupported_airflow() -> str | None:
+    """Why the installed Airflow cannot be used (read from its metadata: no Airflow import), or ``None``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from temporal_airflow.models.airflow_support import UnsupportedAirflowVersion, check_airflow_version
+
+    try:
+        check_airflow_version(version("apache-airflow"))
+    except PackageNotFoundError:
+        return "Apache Airflow is not installed"
+    except UnsupportedAirflowVersion as error:
+        return str(error)
+    return None
 
 
 if __name__ == "__main__":

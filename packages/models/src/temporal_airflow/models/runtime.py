@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
+import sys
 from collections.abc import Awaitable, Callable
 
 from temporalio.client import Client
@@ -18,6 +18,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
 from temporal_airflow.models import DEFAULT_ACTIVITY_TASK_QUEUE, DEFAULT_WORKFLOW_TASK_QUEUE
+from temporal_airflow.models.airflow_support import UnsupportedAirflowVersion
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.models.telemetry import metrics_runtime
 
@@ -65,16 +66,34 @@ def worker_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_workers(create: WorkerFactory, address: str | None, kind: str) -> int:
-    """Connect, then poll with the workers ``create`` makes until interrupted (Ctrl-C exits 0)."""
+def run_workers(
+    create: WorkerFactory, address: str | None, kind: str, preflight: Callable[[], object] | None = None
+) -> int:
+    """Connect, then poll with the workers ``create`` makes until interrupted (Ctrl-C exits 0).
+
+    ``preflight`` (the package's Airflow version check) runs first, before anything connects. Anything that
+    stops the workers (an unsupported Airflow, an unreachable server, a worker that fails) ends the command
+    with one line on stderr: exit 2 for an unsupported Airflow, 1 otherwise.
+    """
     quiet_airflow_logs()
 
     async def serve() -> None:
+        if preflight is not None:
+            preflight()
         client = await connect_client(address)
         workers = await create(client)
         print(f"temporal-airflow {kind} worker(s) polling {client.service_client.config.target_host}", flush=True)
         await asyncio.gather(*(worker.run() for worker in workers))
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve())
+    except KeyboardInterrupt:
+        return 0
+    except UnsupportedAirflowVersion as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        print(f"error: temporal-airflow {kind} worker(s) stopped: {type(error).__name__}: {first}", file=sys.stderr)
+        return 1
     return 0

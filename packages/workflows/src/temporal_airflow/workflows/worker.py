@@ -32,4 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     args = worker_parser("temporal-airflow-workflow-worker", "Run temporal-airflow's DAG-run workflows.").parse_args(
         argv
     )
-    return run_workers(workflow_workers, args.address, "workflows")
+    from temporal_airflow.workflows.airflow_compat import check_version
+
+    return run_workers(workflow_workers, args.address, "workflows", preflight=check_version)
