@@ -40,6 +40,7 @@ DOCKER_DIR = ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
 SESSION_LABEL = "org.temporal-airflow.e2e.session"
 OWNER_LABEL = "org.temporal-airflow.e2e.owner"  # "{hostname}:{pid}" of the pytest process
+LOCKS = Path("/tmp/temporal-airflow-e2e-addresses")  # one lock file per 127.0.0.x, held by the stack using it
 # Ports the stack listens on at its address; Temporal's dev server listens on 127.0.0.1 (compose.yaml
 # says why), on free ports of the stack's own.
 STACK_PORTS = (5432, 8080)
@@ -69,8 +70,9 @@ class LoopbackAddress:
     def claim(cls) -> LoopbackAddress:
         candidates = [f"127.0.0.{n}" for n in range(2, 255)]
         random.shuffle(candidates)
+        LOCKS.mkdir(exist_ok=True)
         for address in candidates:
-            lock = open(f"/tmp/temporal-airflow-e2e-{address}.lock", "w")  # noqa: SIM115 (held for the stack's life)
+            lock = open(LOCKS / address, "w")  # noqa: SIM115 (held for the stack's life)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
