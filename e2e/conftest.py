@@ -64,6 +64,8 @@ def deployment() -> Iterator[Deployment]:
                 "the e2e DAGs to be parsed",
                 interval=2,
             )
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the suite (the finally below cleans up)
+            raise
         except BaseException as error:
             raise RuntimeError(f"the e2e stack did not start: {error}\n{stack.diagnostics()}") from error
         yield Deployment(endpoints, stack, api)
