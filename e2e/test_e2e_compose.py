@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from e2e_containers import COMPOSE_FILE, TEMPORAL_PORTS, LoopbackAddress, built_images, free_ports
+from e2e_containers import COMPOSE_FILE, TEMPORAL_PORTS, LoopbackAddress, built_images, free_ports, signals_deferred
 from temporalio.client import WorkflowExecutionStatus
 
 from e2e_harness import Deployment, eventually
@@ -66,10 +66,11 @@ def compose() -> Iterator[tuple[ComposeProject, Endpoints]]:
         project("up", "-d")
         yield project, Endpoints("compose", f"http://{address.address}:8080", f"127.0.0.1:{ports['TEMPORAL_PORT']}")
     finally:
-        try:
-            project("down", "-v", "--remove-orphans", "--timeout", "5")
-        finally:
-            address.release()
+        with signals_deferred():
+            try:
+                project("down", "-v", "--remove-orphans", "--timeout", "5")
+            finally:
+                address.release()
     assert project.leftovers() == []
 
 
