@@ -288,7 +288,9 @@ def build(inputs: BuildInputs, tag: str) -> None:
         args += ["--build-arg", f"BASE_IMAGE={inputs.base}", "--label", f"{HASH_LABEL}={tag.rsplit(':', 1)[1]}"]
         if image.network:
             args += ["--network", "host"]
-        run(*args, str(context), stdout=subprocess.DEVNULL)
+        built = subprocess.run([*args, str(context)], capture_output=True, text=True)
+        if built.returncode != 0:  # the legacy builder's deprecation notice is left out of a build that worked
+            raise SystemExit(f"build-images: docker build of {image.name} failed:\n{built.stderr[-5000:]}")
 
 
 def build_all(base_choice: str, ca_bundle: bytes) -> dict[str, str]:
