@@ -38,6 +38,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
+# compose.yaml's address variables that take the stack's own loopback address on the host's network;
+# Temporal's dev server stays on 127.0.0.1 (it dials its own internal services there).
+STACK_ADDRESS_VARIABLES = ("LISTEN_ADDRESS", "POSTGRES_HOST", "AIRFLOW_API_HOST", "AIRFLOW_PUBLIC_ADDRESS")
+TEMPORAL_ADDRESS_VARIABLES = ("TEMPORAL_HOST", "TEMPORAL_LISTEN_ADDRESS")
 SESSION_LABEL = "org.temporal-airflow.e2e.session"
 OWNER_LABEL = "org.temporal-airflow.e2e.owner"  # "{hostname}:{pid}" of the pytest process
 LOCKS = Path("/tmp/temporal-airflow-e2e-addresses")  # one lock file per 127.0.0.x, held by the stack using it
@@ -122,8 +126,14 @@ def interpolate(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
+def host_network_variables(address: str) -> dict[str, str]:
+    """compose.yaml's variables for a host-network stack on ``address``, with Temporal on free ports."""
+    variables = dict.fromkeys(STACK_ADDRESS_VARIABLES, address) | dict.fromkeys(TEMPORAL_ADDRESS_VARIABLES, "127.0.0.1")
+    return variables | {name: str(port) for name, port in zip(TEMPORAL_PORTS, free_ports(3), strict=True)}
+
+
 def compose_services(variables: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The services of compose.yaml with ``variables`` substituted, in an order that honours ``depends_on``."""
+    """compose.yaml's services with ``variables`` substituted, in an order that honours ``depends_on``."""
     services: dict[str, dict[str, Any]] = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), variables)["services"]
     ordered: dict[str, dict[str, Any]] = {}
 
@@ -198,8 +208,7 @@ class ContainerStack:
         reap_orphans(self.client)
         self.address = LoopbackAddress.claim()
         stack_address = self.address.address
-        variables = {**images, "STACK_ADDRESS": stack_address, "DAGS_FOLDER": str(self.dags_folder)}
-        variables |= {name: str(port) for name, port in zip(TEMPORAL_PORTS, free_ports(3), strict=True)}
+        variables = {**images, **host_network_variables(stack_address), "DAGS_FOLDER": str(self.dags_folder)}
         for name, service in compose_services(variables).items():
             for dependency, condition in service.get("depends_on", {}).items():
                 self._wait(dependency, condition["condition"])
@@ -229,7 +238,7 @@ class ContainerStack:
             name=f"temporal-airflow-e2e-{self.session}-{name}",
             environment=environment,
             volumes=volumes,
-            network_mode=service.get("network_mode", "host"),
+            network_mode="host",  # compose.yaml's published ports have no meaning here
             init=service.get("init", False),
             healthcheck=healthcheck,
             labels=labels,
