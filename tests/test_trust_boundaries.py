@@ -4,8 +4,15 @@ stored XComs are encrypted and verified, and task processes get no Temporal or e
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import stat
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +22,19 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
-from conftest import TEST_DAGS, Queues
+from conftest import TEST_DAGS, DagRunner, Queues, states
 from temporal_airflow.activities.trigger_classes import TRIGGER_REFUSED, TriggerRefused, trigger_class
-from temporal_airflow.models import RUN_TRIGGER_ACTIVITY, ActivityTaskInput, Deferral, RunContext, TriggerInput
+from temporal_airflow.activities.xcom_refs import STORED_XCOM_REFUSED_ERROR, StoredXComRefused, XComRefs
+from temporal_airflow.cli.dev_server import DevServer
+from temporal_airflow.models import (
+    RUN_TRIGGER_ACTIVITY,
+    ActivityTaskInput,
+    DagExecutionResult,
+    Deferral,
+    RunContext,
+    TriggerInput,
+    XComEntry,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -108,3 +125,119 @@ def test_airflow_provider_and_dag_folder_triggers_are_built(monkeypatch: pytest.
     monkeypatch.setenv("TEMPORAL_AIRFLOW_DAG_FOLDERS", str(PROBE.parent.parent / "orchestrated_dags"))
     with pytest.raises(TriggerRefused):
         trigger_class(f"{module}.FileTrigger", str(PROBE))
+
+
+# -- Stored XComs: through the codec, verified on read, private files ------------------------------------
+
+XCOM_MARKER = "PLAINTEXT-XCOM-MARKER-"
+SECRET_XCOM_DAG = f"""
+import os, time
+import pendulum
+from airflow.sdk import dag, task
+
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), params={{"gate": ""}})
+def secret_xcom():
+    @task
+    def big() -> str:
+        return {XCOM_MARKER!r} * 500
+
+    @task
+    def gate(**context) -> None:
+        path = context["params"]["gate"]
+        if path:
+            open(path + ".reached", "w").close()
+            while not os.path.exists(path):
+                time.sleep(0.2)
+
+    @task
+    def use(value: str) -> int:
+        return len(value)
+
+    value = big()
+    waits = gate()
+    value >> waits >> use(value)
+
+secret_xcom()
+"""
+
+
+@contextlib.asynccontextmanager
+async def encrypted_stack(server_address: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DagRunner]:
+    """Workers and a client of the session's server, all with an encryption key, on queues of their own."""
+    from temporal_airflow.activities.worker import create_activity_worker, create_service_worker
+    from temporal_airflow.models.runtime import connect_client
+    from temporal_airflow.workflows.worker import create_workflow_worker
+
+    monkeypatch.setenv("TEMPORAL_AIRFLOW_ENCRYPTION_KEY", base64.b64encode(os.urandom(32)).decode())
+    client = await connect_client(server_address)
+    queues = Queues()
+    async with (
+        create_workflow_worker(client, task_queue=queues.workflows),
+        create_activity_worker(client, task_queue=queues.activities, max_concurrent=2),
+        create_service_worker(client, task_queue=queues.activities),
+    ):
+        yield DagRunner(client, queues)
+
+
+def _store_files(before: frozenset[Path] = frozenset()) -> frozenset[Path]:
+    """The payload store's files, except those in ``before``."""
+    root = Path(os.environ["TEMPORAL_AIRFLOW_PAYLOAD_STORAGE"])
+    return frozenset(p for p in root.rglob("*") if p.is_file()) - before
+
+
+async def test_a_big_xcom_is_stored_encrypted_in_a_private_file(
+    temporal_server: DevServer, workers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag_file = tmp_path / "secret_xcom.py"
+    dag_file.write_text(SECRET_XCOM_DAG)
+    before = _store_files()
+    async with encrypted_stack(temporal_server.address, monkeypatch) as runner:
+        result = await asyncio.wait_for(runner.run(dag_file), timeout=300)
+    assert states(result) == {"big": "success", "gate": "success", "use": "success"}, result.tasks
+    use = next(t for t in result.tasks if t.task_id == "use")
+    assert json.loads(use.xcoms[0].value_json) == len(XCOM_MARKER) * 500
+    big = next(t for t in result.tasks if t.task_id == "big")
+    assert big.xcoms[0].value_ref is not None and XCOM_MARKER not in big.xcoms[0].value_ref
+    files = _store_files(before)
+    assert files, "the big XCom was not stored"
+    for path in files:
+        assert XCOM_MARKER.encode() not in path.read_bytes(), f"{path} holds the XCom in clear"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, oct(path.parent.stat().st_mode)
+
+
+async def test_a_tampered_stored_xcom_fails_the_reading_try_clearly(
+    temporal_server: DevServer, workers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag_file = tmp_path / "secret_xcom.py"
+    dag_file.write_text(SECRET_XCOM_DAG)
+    gate = tmp_path / "gate"
+    before = _store_files()
+    async with encrypted_stack(temporal_server.address, monkeypatch) as runner:
+        handle = await runner.start(dag_file, conf={"gate": str(gate)})
+        for _ in range(600):
+            if Path(f"{gate}.reached").exists():
+                break
+            await asyncio.sleep(0.2)
+        stored_files = _store_files(before)  # big's value, written before gate started
+        assert len(stored_files) == 1, stored_files
+        [stored] = stored_files
+        data = bytearray(stored.read_bytes())
+        data[-1] ^= 0xFF
+        stored.write_bytes(bytes(data))
+        gate.touch()
+        result: DagExecutionResult = await asyncio.wait_for(handle.result(), timeout=300)
+    use = next(t for t in result.tasks if t.task_id == "use")
+    assert (use.state, use.try_number) == ("failed", 1), use
+    assert use.error is not None and STORED_XCOM_REFUSED_ERROR in use.error and "altered or swapped" in use.error
+
+
+async def test_a_forged_reference_is_refused_when_references_are_sealed(tmp_path: Path) -> None:
+    from temporal_airflow.models.codec import EncryptionCodec, EncryptionKey
+    from temporal_airflow.models.converter import LocalFileStorageDriver
+
+    refs = XComRefs(LocalFileStorageDriver(tmp_path), EncryptionCodec((EncryptionKey(os.urandom(32)),)))
+    forged = json.dumps({"driver": "local-file", "claim": {"sha256": "0" * 64}})
+    entry = XComEntry(task_id="t", key="return_value", value_json="", value_ref=forged)
+    with pytest.raises(StoredXComRefused, match="did not seal"):
+        await refs.resolve([entry])
