@@ -241,3 +241,65 @@ async def test_a_forged_reference_is_refused_when_references_are_sealed(tmp_path
     entry = XComEntry(task_id="t", key="return_value", value_json="", value_ref=forged)
     with pytest.raises(StoredXComRefused, match="did not seal"):
         await refs.resolve([entry])
+
+
+# -- Task code does not get the worker's secrets ---------------------------------------------------------
+
+WORKER_SECRETS = {
+    "TEMPORAL_AIRFLOW_ENCRYPTION_KEY": "a-key-for-the-worker-only",
+    "TEMPORAL_AIRFLOW_ENCRYPTION_KEY_FILE": "/secrets/key",
+    "TEMPORAL_API_KEY": "temporal-cloud-api-key",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH": "/secrets/client.key",
+    "TEMPORAL_TLS_CLIENT_CERT_DATA": "---cert---",
+    "TEMPORAL_AIRFLOW_CODEC_TOKEN": "codec-bearer-token",
+    "TEMPORAL_AIRFLOW_CODEC_TOKEN_FILE": "/secrets/codec-token",
+    "TEMPORAL_GRPC_META_AUTHORIZATION": "Bearer x",
+    "MY_DEPLOYMENT_SECRET": "excluded by the operator",
+}
+ENV_DAG = """
+import json, os
+import pendulum
+from airflow.sdk import dag, task
+
+def _callback(context):
+    with open(context["dag_run"].conf["callback_out"], "w") as fh:
+        json.dump(sorted(os.environ), fh)
+
+@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), on_success_callback=_callback)
+def task_environment():
+    @task
+    def environment() -> list:
+        return sorted(os.environ)
+
+    environment()
+
+task_environment()
+"""
+
+
+async def test_task_code_does_not_see_the_workers_secrets(
+    dag_runner: DagRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from temporal_airflow.activities.task_host_client import task_host
+
+    for name, value in WORKER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TEMPORAL_AIRFLOW_TASK_ENV_EXCLUDE", "MY_DEPLOYMENT_*")
+    monkeypatch.setenv("TEMPORAL_AIRFLOW_CHECK_ENV_PROBE", "visible")  # an ordinary setting stays
+    dag_file = tmp_path / "task_environment.py"
+    dag_file.write_text(ENV_DAG)
+    callback_out = tmp_path / "callback_env.json"
+    host = task_host()
+    await host.stop()  # the next try starts a task host from the worker's environment as it is now
+    try:
+        result = await asyncio.wait_for(dag_runner.run(dag_file, conf={"callback_out": str(callback_out)}), 300)
+    finally:
+        await host.stop()  # later tests get a host without these variables
+    assert states(result) == {"environment": "success"}, result.tasks
+    seen = set(json.loads(result.tasks[0].xcoms[0].value_json))
+    assert "TEMPORAL_AIRFLOW_CHECK_ENV_PROBE" in seen and "AIRFLOW_CONN_TEST_SERVICE" in seen
+    assert all(os.environ[name] == value for name, value in WORKER_SECRETS.items())  # the worker has them
+    assert not seen & set(WORKER_SECRETS), seen & set(WORKER_SECRETS)
+    callback_seen = set(json.loads(callback_out.read_text()))
+    assert "TEMPORAL_AIRFLOW_CHECK_ENV_PROBE" in callback_seen
+    assert not callback_seen & set(WORKER_SECRETS), callback_seen & set(WORKER_SECRETS)
