@@ -303,3 +303,50 @@ async def test_task_code_does_not_see_the_workers_secrets(
     callback_seen = set(json.loads(callback_out.read_text()))
     assert "TEMPORAL_AIRFLOW_CHECK_ENV_PROBE" in callback_seen
     assert not callback_seen & set(WORKER_SECRETS), callback_seen & set(WORKER_SECRETS)
+
+
+@pytest.mark.parametrize(
+    ("name", "hidden"),
+    [
+        ("TEMPORAL_API_KEY", True),
+        ("TEMPORAL_TLS_CLIENT_KEY_DATA", True),
+        ("TEMPORAL_ADDRESS", True),
+        ("TEMPORAL_AIRFLOW_ENCRYPTION_KEY", True),
+        ("TEMPORAL_AIRFLOW_CODEC_TOKEN_FILE", True),
+        ("TEMPORAL_AIRFLOW_SOME_NEW_SECRET", True),
+        ("MY_DEPLOYMENT_SECRET", True),
+        ("TEMPORAL_AIRFLOW_DAG_FOLDERS", False),
+        ("TEMPORAL_AIRFLOW_TASK_LOG_LEVEL", False),
+        ("AIRFLOW_CONN_TEST_SERVICE", False),
+        ("PATH", False),
+    ],
+)
+def test_which_variables_stay_with_the_worker(name: str, hidden: bool) -> None:
+    from temporal_airflow.activities.task_env import EXCLUDE_ENV, task_environment
+
+    environ = {name: "x", EXCLUDE_ENV: "MY_DEPLOYMENT_*"}
+    assert (name not in task_environment(environ)) is hidden
+
+
+def test_the_local_store_writes_private_files_and_checks_them_on_read(tmp_path: Path) -> None:
+    from temporalio.api.common.v1 import Payload
+
+    from temporal_airflow.models.converter import LocalFileStorageDriver, StoredPayloadAltered
+
+    driver = LocalFileStorageDriver(tmp_path / "store")
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'"value"')
+    [claim] = asyncio.run(driver.store(None, [payload]))  # type: ignore[arg-type]
+    path = driver._path(claim.claim_data["sha256"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 == stat.S_IMODE((tmp_path / "store").stat().st_mode)
+    assert asyncio.run(driver.retrieve(None, [claim])) == [payload]  # type: ignore[arg-type]
+    other = tmp_path / "other"
+    other.write_bytes(Payload(data=b'"swapped"').SerializeToString())
+    path.unlink()
+    path.write_bytes(other.read_bytes())
+    with pytest.raises(StoredPayloadAltered, match="altered or swapped"):
+        asyncio.run(driver.retrieve(None, [claim]))  # type: ignore[arg-type]
+    path.unlink()
+    path.symlink_to(other)
+    with pytest.raises(OSError):
+        asyncio.run(driver.retrieve(None, [claim]))  # type: ignore[arg-type]

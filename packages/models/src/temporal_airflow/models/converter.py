@@ -13,8 +13,8 @@ default converter, with the SDK's own mechanisms:
   (a large serialized DAG, a big conf, a fan-in of many XComs) is written to a storage driver and only a
   small reference enters workflow history. The driver is a local folder for one machine (the CLI and the
   local stack), or the SDK's S3 / GCS drivers for a real deployment. XCom values above a small inline size
-  are stored through the same driver one by one (:mod:`temporal_airflow.models.xcom_store`), so a task's
-  input carries references, never the values.
+  are stored through the same driver and codec one by one (``temporal_airflow.activities.xcom_refs``), so a
+  task's input carries references, never the values.
 
 Configuration (environment, read by :func:`data_converter`):
 
