@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from temporal_airflow.activities.task_env import task_environment
 from temporal_airflow.models import RUN_DAG_CALLBACK_ACTIVITY, DagCallbackInput
 
 #: Log lines of the callback process kept in an activity error.
@@ -27,7 +27,7 @@ _ERROR_TAIL = 3000
 @activity.defn(name=RUN_DAG_CALLBACK_ACTIVITY)
 async def run_dag_callback(callback: DagCallbackInput) -> None:
     """Run the callbacks ``callback`` names in their own process; their output goes to the worker's log."""
-    env = dict(os.environ)
+    env = task_environment()  # the worker's environment without its Temporal and encryption secrets
     env.update({f"AIRFLOW_VAR_{key.upper()}": value for key, value in callback.variables.items()})
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

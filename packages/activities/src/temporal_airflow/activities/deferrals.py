@@ -17,8 +17,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from temporal_airflow.activities.dag_loading import load_dag
+from temporal_airflow.activities.dag_loading import ChildError, load_dag
 from temporal_airflow.activities.execution_clients import trigger_client
+from temporal_airflow.activities.trigger_classes import TRIGGER_REFUSED, TriggerRefused, trigger_class
 from temporal_airflow.models import Deferral, TriggerInput, TriggerOutcome
 
 #: Where ``DateTimeTrigger`` and ``TimeDeltaTrigger`` serialize to.
@@ -54,14 +55,16 @@ def _read_moment(deferral: Deferral) -> None:
         deferral.moment_event = TriggerOutcome(payload=serialize(trigger.moment))
 
 
-def _trigger(deferral: Deferral) -> Any:
-    """The trigger instance, built the way Airflow's triggerer builds it."""
-    from airflow.sdk._shared.module_loading import import_string
+def _trigger(deferral: Deferral, dag_path: str | None = None) -> Any:
+    """The trigger instance, built the way Airflow's triggerer builds it, from an allowed trigger class only
+    (:mod:`temporal_airflow.activities.trigger_classes`: a ``BaseTrigger`` from Airflow, a provider, or the
+    DAG folders), checked before its kwargs are even decoded."""
     from airflow.sdk.serde import deserialize
 
+    cls = trigger_class(deferral.classpath, dag_path)
     kwargs = deserialize(deferral.trigger_kwargs)  # type: ignore[type-var]  # serde JSON, as the runner sent it
     assert isinstance(kwargs, dict), f"trigger kwargs of {deferral.classpath} are not a mapping"
-    return import_string(deferral.classpath)(**kwargs)
+    return cls(**kwargs)
 
 
 def run_trigger(trigger_input: TriggerInput) -> TriggerOutcome:
@@ -86,7 +89,10 @@ def run_trigger(trigger_input: TriggerInput) -> TriggerOutcome:
         client=trigger_client(task),
     )
     supervisor.comms = InProcessSupervisorComms(supervisor=supervisor)
-    trigger = _trigger(trigger_input.deferral)
+    try:
+        trigger = _trigger(trigger_input.deferral, task.dag_path)
+    except TriggerRefused as err:
+        raise ChildError(TRIGGER_REFUSED, str(err)) from None
     with set_supervisor_comms(supervisor.comms):
         event = asyncio.run(anext(trigger.run(), None))
     if event is None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from temporalio.converter import PayloadCodec
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkerConfig
 
@@ -38,10 +39,11 @@ def max_concurrent_service_activities() -> int:
     return int(os.environ.get("TEMPORAL_AIRFLOW_MAX_CONCURRENT_SERVICE_ACTIVITIES", 32))
 
 
-def airflow_activities(storage: StorageSettings) -> list[Callable[..., Any]]:
-    """Every activity; large XCom values go to ``storage``'s payload store."""
+def airflow_activities(storage: StorageSettings, codec: PayloadCodec | None = None) -> list[Callable[..., Any]]:
+    """Every activity; large XCom values go to ``storage``'s payload store through ``codec`` (the data
+    converter's, so with an encryption key they are stored encrypted)."""
     return [
-        *TaskActivities(storage.driver).activities(),
+        *TaskActivities(storage.driver, codec).activities(),
         *TRIGGER_ACTIVITIES,
         *SYNC_ACTIVITIES,
         *POOL_ACTIVITIES,
@@ -56,7 +58,10 @@ class AirflowActivitiesPlugin(SimplePlugin):
     def __init__(self, storage: StorageSettings | None = None, name: str = "temporal-airflow.activities") -> None:
         airflow_compat.check()  # an unsupported Airflow fails here, with one line, not in a try
         storage = storage or StorageSettings.from_env()
-        super().__init__(name, data_converter=data_converter(storage), activities=airflow_activities(storage))
+        converter = data_converter(storage)
+        super().__init__(
+            name, data_converter=converter, activities=airflow_activities(storage, converter.payload_codec)
+        )
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
         config = super().configure_worker(config)

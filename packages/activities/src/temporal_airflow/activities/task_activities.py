@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
-from temporalio.converter import StorageDriver
+from temporalio.converter import PayloadCodec, StorageDriver
 from temporalio.exceptions import ApplicationError
 
 from temporal_airflow.activities.task_host_client import ChildFailed, run_in_child
-from temporal_airflow.activities.xcom_refs import XComRefs
+from temporal_airflow.activities.xcom_refs import STORED_XCOM_REFUSED_ERROR, StoredXComRefused, XComRefs
 from temporal_airflow.models import (
     LOAD_DAG_FILE_ACTIVITY,
     RUN_TASK_ACTIVITY,
@@ -24,6 +24,8 @@ from temporal_airflow.models import (
     LoadDagFileResult,
     TaskExecutionResult,
 )
+from temporal_airflow.models.codec import DecryptionError
+from temporal_airflow.models.converter import StoredPayloadAltered
 
 #: Longest file name most file systems take, in bytes.
 _NAME_MAX = 255
@@ -59,10 +61,11 @@ def task_log_path(task_input: ActivityTaskInput) -> str:
 
 
 class TaskActivities:
-    """DAG parsing and task tries; ``storage`` is the payload store large XCom values go to."""
+    """DAG parsing and task tries; ``storage`` is the payload store large XCom values go to, through
+    ``codec`` (the data converter's: encryption)."""
 
-    def __init__(self, storage: StorageDriver | None = None) -> None:
-        self.xcom_refs = XComRefs(storage)
+    def __init__(self, storage: StorageDriver | None = None, codec: PayloadCodec | None = None) -> None:
+        self.xcom_refs = XComRefs(storage, codec)
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.load_dag_file, self.run_airflow_task]
@@ -86,11 +89,12 @@ class TaskActivities:
         """
         log_path = task_log_path(task)
         activity.logger.info("Running %s.%s try %s (log: %s)", task.run.dag_id, task.task_id, task.try_number, log_path)
-        task = dataclasses.replace(
-            task,
-            upstream_xcoms=await self.xcom_refs.resolve(task.upstream_xcoms),
-            delivery_attempt=activity.info().attempt,
-        )
+        try:
+            upstream_xcoms = await self.xcom_refs.resolve(task.upstream_xcoms)
+        except (StoredXComRefused, StoredPayloadAltered, DecryptionError) as err:
+            # Not retryable: the stored value or its reference will not become right (fails the try).
+            raise ApplicationError(str(err), type=STORED_XCOM_REFUSED_ERROR, non_retryable=True) from None
+        task = dataclasses.replace(task, upstream_xcoms=upstream_xcoms, delivery_attempt=activity.info().attempt)
         try:
             result: TaskExecutionResult = await run_in_child("task", task, log_path=log_path, dag_path=task.dag_path)
         except ChildFailed as err:

@@ -22,6 +22,7 @@ from typing import Any
 
 from temporalio import activity
 
+from temporal_airflow.activities.task_env import task_environment
 from temporal_airflow.models import TASK_PROCESS_DIED_ERROR
 
 #: How often a running try tells Temporal it is alive, and so how soon it learns it was cancelled (a run
@@ -50,7 +51,7 @@ class TaskHost:
     async def ensure_started(self) -> asyncio.subprocess.Process:
         async with self._lock:
             if self._process is None or self._process.returncode is not None:
-                env = dict(os.environ)
+                env = task_environment()  # no Temporal or encryption secrets for task code
                 if "TEMPORAL_AIRFLOW_TASK_LOG_LEVEL" in env:
                     env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = env["TEMPORAL_AIRFLOW_TASK_LOG_LEVEL"]
                 self._process = await asyncio.create_subprocess_exec(
@@ -63,6 +64,20 @@ class TaskHost:
                 )
                 self._reader = asyncio.create_task(self._read_replies(self._process))
             return self._process
+
+    async def stop(self) -> None:
+        """End the task host (it exits once its stdin closes); the next request starts a new one."""
+        async with self._lock:
+            process, self._process = self._process, None
+            if process is None or process.returncode is not None:
+                return
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
     async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None

@@ -21,7 +21,9 @@ async def run_airflow_trigger(trigger_input: TriggerInput) -> TriggerOutcome:
     """Run a deferred task's trigger until its first event, heartbeating meanwhile.
 
     A trigger that raises ends as Airflow's ``Trigger failure`` (the task resumes only to fail, with the
-    traceback in its log); a lost worker makes Temporal start the trigger again elsewhere.
+    traceback in its log); so does a classpath that names no allowed trigger class
+    (:mod:`temporal_airflow.activities.trigger_classes`), which is never built. A lost worker makes
+    Temporal start the trigger again elsewhere.
     """
     task = trigger_input.task
     trigger = trigger_input.deferral.classpath

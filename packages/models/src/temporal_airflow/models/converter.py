@@ -13,8 +13,8 @@ default converter, with the SDK's own mechanisms:
   (a large serialized DAG, a big conf, a fan-in of many XComs) is written to a storage driver and only a
   small reference enters workflow history. The driver is a local folder for one machine (the CLI and the
   local stack), or the SDK's S3 / GCS drivers for a real deployment. XCom values above a small inline size
-  are stored through the same driver one by one (:mod:`temporal_airflow.models.xcom_store`), so a task's
-  input carries references, never the values.
+  are stored through the same driver and codec one by one (``temporal_airflow.activities.xcom_refs``), so a
+  task's input carries references, never the values.
 
 Configuration (environment, read by :func:`data_converter`):
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,18 @@ THRESHOLD_ENV = "TEMPORAL_AIRFLOW_PAYLOAD_THRESHOLD"
 DEFAULT_THRESHOLD = 128 * 1024
 
 
+class StoredPayloadAltered(ValueError):
+    """A stored payload's bytes are not the ones its claim names."""
+
+
 class LocalFileStorageDriver(StorageDriver):
     """Content-addressed payload files in one folder (a single machine or a shared mount).
 
     A payload is stored once under the SHA-256 of its bytes, so retried activities and replays that
-    store the same payload again write nothing new.
+    store the same payload again write nothing new. Files are written 0600 in folders created 0700 (only
+    the workers' user reads them; payloads are encrypted too when a key is configured), never through a
+    symlink; a read checks the file's SHA-256 against its claim (a file altered or swapped fails with
+    :class:`StoredPayloadAltered`), and a claim names a digest, never a path, so reads stay in the folder.
     """
 
     def __init__(self, root: str | os.PathLike[str], name: str = "local-file") -> None:
@@ -84,21 +92,31 @@ class LocalFileStorageDriver(StorageDriver):
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = path.with_name(f"{digest}.{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, path)
         return StorageDriverClaim(claim_data={"sha256": digest})
 
     def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
-        path = self._path(claim.claim_data["sha256"])
+        digest = claim.claim_data.get("sha256", "")
+        path = self._path(digest)
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"stored payload {path} is missing: every worker and client must share the payload store "
                 f"({STORAGE_ENV})"
             ) from None
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoredPayloadAltered(
+                f"stored payload {path} was altered or swapped: its SHA-256 is not the one it was stored under"
+            )
         payload = Payload()
         payload.ParseFromString(data)
         return payload
