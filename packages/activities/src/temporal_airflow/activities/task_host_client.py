@@ -10,6 +10,7 @@ children, and :func:`run_in_child` is what the activities call. A child that die
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -107,12 +109,15 @@ class TaskHost:
         process.stdin.write((json.dumps(request) + "\n").encode())
         heartbeat = asyncio.create_task(_heartbeat_until_cancelled())
         try:
-            await process.stdin.drain()
-            pid = await started
             try:
+                await process.stdin.drain()
+                await started
                 code = await exited
             except asyncio.CancelledError:
-                await _terminate(pid, exited)
+                # Cancelled (a mark, a cancelled run) or the workflow is gone (a failed heartbeat): Airflow's
+                # kill path for the child, to its end, whatever else is cancelled meanwhile.
+                heartbeat.cancel()
+                await _shielded(_terminate(started, exited))
                 raise
             if not os.path.exists(result_path):
                 raise ChildFailed(TASK_PROCESS_DIED_ERROR, _death_message(code, log_path))
@@ -152,9 +157,31 @@ async def _heartbeat_until_cancelled() -> None:
         activity.heartbeat()
 
 
-async def _terminate(pid: int, exited: asyncio.Future[int], grace: float = 10.0) -> None:
-    """SIGTERM (Airflow's runner calls the operator's ``on_kill``), SIGKILL after ``grace``."""
+#: Seconds between the SIGTERM of a cancelled try's process and its SIGKILL (Airflow's supervisor escalates
+#: after 5 s too).
+KILL_GRACE = 5.0
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled again meanwhile (the SDK cancels an activity
+    once per reason: a cancel request, then a failed heartbeat once the workflow has closed)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()
+
+
+async def _terminate(started: asyncio.Future[int], exited: asyncio.Future[int], grace: float = KILL_GRACE) -> None:
+    """Airflow's kill path: SIGTERM (Airflow's runner calls the operator's ``on_kill``), SIGKILL after
+    ``grace``. A child that was still being started is waited for first, then killed."""
+    try:
+        pid = await asyncio.wait_for(asyncio.shield(started), timeout=60)
+    except (TimeoutError, ChildFailed):
+        return  # never started (the task host is gone)
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        if exited.done():
+            return
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
