@@ -111,8 +111,10 @@ class TaskHost:
         try:
             try:
                 await process.stdin.drain()
-                await started
-                code = await exited
+                # Shielded: a cancellation must leave the futures to the kill path (cancelling them would
+                # make the child look ended, and it would go on running).
+                await asyncio.shield(started)
+                code = await asyncio.shield(exited)
             except asyncio.CancelledError:
                 # Cancelled (a mark, a cancelled run) or the workflow is gone (a failed heartbeat): Airflow's
                 # kill path for the child, to its end, whatever else is cancelled meanwhile.
