@@ -5,6 +5,12 @@ honouring cancellation meanwhile.
 DAG-file parse); :class:`TaskHost` starts it (one per event loop), sends it requests and waits for their
 children, and :func:`run_in_child` is what the activities call. A child that dies without an outcome is a
 :class:`ChildFailed` of kind ``TaskProcessDied``, with its exit code and the end of its log.
+
+A cancelled activity (a user's mark or clear, its run marked success/failed, its workflow cancelled, or
+terminated: the heartbeat Temporal refuses because the workflow is gone cancels the activity too) gives
+its child Airflow's kill path: SIGTERM to the child's process group (Airflow's task runner calls the
+operator's ``on_kill``), SIGKILL :data:`KILL_GRACE` seconds later if it is still there; the activity
+ends (cancelled) once the child has.
 """
 
 from __future__ import annotations
