@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
@@ -428,3 +429,100 @@ async def test_operators_that_reach_other_dag_runs_behave_as_under_the_scheduler
     history = await handle.fetch_history()
     assert_healthy(history)
     record_history("deep_cross_dag_operators", history)
+
+
+def _lines(path: Path) -> list[tuple[str, float, int]]:
+    """The ``managed_kill`` body's record: (what, when, pid) per line."""
+    if not path.exists():
+        return []
+    return [(w, float(t), int(p)) for w, t, p in (line.split() for line in path.read_text().splitlines() if line)]
+
+
+def _first(path: Path, what: str) -> tuple[str, float, int] | None:
+    return next((line for line in _lines(path) if line[0] == what), None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _dag_known(api: AirflowRest, dag_id: str) -> bool:
+    try:
+        api.request("GET", f"dags/{dag_id}")
+    except urllib.error.HTTPError:
+        return False
+    return True
+
+
+_ACTIONS = ["run_failed", "run_success", "task_success", "task_failed", "task_skipped", "clear", "cancel", "terminate"]
+
+
+@pytest.mark.parametrize("action", _ACTIONS)
+@pytest.mark.asyncio(loop_scope="session")
+async def test_every_operator_action_reaches_the_running_task_process(
+    api: AirflowRest, temporal: Client, tmp_path: Path, action: str
+) -> None:
+    """As under Airflow: the try's process gets the kill path (SIGTERM: the operator's ``on_kill``, then
+    SIGKILL after a grace) within a few seconds of the action, and the run goes on from the new state."""
+    log, release = tmp_path / "body.log", tmp_path / "release"
+    await _eventually(lambda: _dag_known(api, "managed_kill"), 180, "managed_kill to be parsed")
+    run_id = api.trigger("managed_kill", {"log": str(log), "release": str(release), "seconds": 600})
+    started = await _eventually(lambda: _first(log, "start1"), 180, "the body to start")
+    await _eventually(
+        lambda: api.task_instances("managed_kill", run_id)["waiting"]["state"] == "running", 60, "`waiting` running"
+    )
+    handle = temporal.get_workflow_handle(workflow_id("managed_kill", run_id))
+    acted = time.time()
+    if action in ("run_failed", "run_success"):
+        _patch_run_state(api, "managed_kill", run_id, action.removeprefix("run_"))
+    elif action.startswith("task_"):
+        _patch_task_state(api, "managed_kill", run_id, "waiting", action.removeprefix("task_"))
+    elif action == "clear":
+        api.request(
+            "POST",
+            "dags/managed_kill/clearTaskInstances",
+            {"dry_run": False, "task_ids": ["waiting"], "dag_run_id": run_id, "only_failed": False},
+        )
+    elif action == "cancel":
+        await handle.cancel()
+    else:
+        await handle.terminate("from the test")
+    killed = await _eventually(lambda: _first(log, "killed"), 60, "the operator's on_kill")
+    assert killed[1] - acted < 5, f"on_kill ran {killed[1] - acted:.1f} s after the action"
+    await _eventually(lambda: not _alive(started[2]), 30, "the killed try's process to end")
+    gone = time.time()
+    print(f"{action}: on_kill {killed[1] - acted:.2f} s after the action, process gone by {gone - acted:.2f} s")
+    assert gone - acted < 8, f"the try's process ended {gone - acted:.1f} s after the action"
+    if action == "task_success":
+        after = await _eventually(lambda: _first(log, "after"), 60, "the downstream task")
+        print(f"{action}: downstream started {after[1] - acted:.2f} s after the mark")
+        assert after[1] - acted < 5, f"the downstream started {after[1] - acted:.1f} s after the mark"
+    if action == "clear":
+        await _eventually(lambda: _first(log, "start2"), 60, "the cleared task's next try")
+        release.touch()
+    await _eventually(lambda: _state(api, "managed_kill", run_id) in _FINAL, 120, "the run to end")
+    deadline = time.monotonic() + 60
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        assert time.monotonic() < deadline, "the workflow did not end"
+        await asyncio.sleep(0.5)
+    states = {t: ti["state"] for t, ti in api.task_instances("managed_kill", run_id).items()}
+    expected = {
+        "run_failed": ("failed", {"waiting": "failed"}),
+        "run_success": ("success", {"waiting": "success"}),
+        "task_success": ("success", {"waiting": "success", "after": "success"}),
+        "task_failed": ("failed", {"waiting": "failed", "after": "upstream_failed"}),
+        "task_skipped": ("success", {"waiting": "skipped", "after": "skipped"}),
+        "clear": ("success", {"waiting": "success", "after": "success"}),
+        "cancel": ("failed", {"waiting": "failed", "after": "upstream_failed"}),
+        "terminate": ("failed", {"waiting": "failed", "after": "upstream_failed"}),
+    }[action]
+    assert _state(api, "managed_kill", run_id) == expected[0]
+    assert {t: s for t, s in states.items() if t in expected[1]} == expected[1], states
+    words = [w for w, _, _ in _lines(log)]
+    assert "end1" not in words, words
+    assert words.count("killed") == 1, words
+    assert all(not _alive(pid) for _, _, pid in _lines(log))

@@ -1,10 +1,13 @@
 """The task host forks a DAG's tries from a process that parsed the DAG file once: each try still starts
 from a pristine parse, an edited file is parsed again, and a file that kills its parser fails its own
-tries only. A deferred task's trigger runs in a child of the host too, to its first event."""
+tries only. A deferred task's trigger runs in a child of the host too, to its first event. A cancelled try
+gets Airflow's kill path to its end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,3 +114,59 @@ async def test_a_trigger_runs_to_its_first_event_in_a_child(tmp_path: Path) -> N
     log_path = str(tmp_path / "trigger.log")
     outcome: TriggerOutcome = await run_in_child("trigger", trigger, log_path=log_path, dag_path=str(path))
     assert deserialize(outcome.payload) == moment
+
+
+STUBBORN = """
+import os, time
+import pendulum
+from airflow.sdk import BaseOperator, dag
+
+class Stubborn(BaseOperator):
+    def execute(self, context):
+        open({record!r}, "a").write(f"start {{os.getpid()}}\\n")
+        while True:
+            time.sleep(0.1)  # goes on after SIGTERM: only SIGKILL ends it
+
+    def on_kill(self):
+        open({record!r}, "a").write(f"killed {{time.time()}}\\n")
+
+@dag(dag_id="{dag_id}", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+def d():
+    Stubborn(task_id="probe")
+
+d()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_a_cancelled_try_gets_airflows_kill_path_to_its_end_even_when_cancelled_again(tmp_path: Path) -> None:
+    """SIGTERM (``on_kill``), then SIGKILL after the grace; a second cancellation (the SDK cancels again
+    when a heartbeat finds the workflow gone) must not cut the kill path short."""
+    from temporal_airflow.activities.task_host_client import KILL_GRACE
+
+    path, record = tmp_path / f"stubborn_{uuid.uuid4().hex[:8]}.py", tmp_path / "record"
+    path.write_text(STUBBORN.format(dag_id=path.stem, record=str(record)))
+    running = asyncio.create_task(run_try(path))
+    deadline = time.monotonic() + 120
+    while not (record.exists() and record.read_text().startswith("start")):
+        assert time.monotonic() < deadline, "the try did not start"
+        await asyncio.sleep(0.1)
+    pid = int(record.read_text().split()[1])
+    cancelled = time.time()
+    running.cancel()
+    await asyncio.sleep(0.5)
+    running.cancel()  # a second reason, while the kill path waits out its grace
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    ended = time.time()
+    lines = record.read_text().splitlines()
+    assert lines[1].startswith("killed") and float(lines[1].split()[1]) - cancelled < 2
+    assert not _alive(pid)
+    assert KILL_GRACE - 1 < ended - cancelled < KILL_GRACE + 5

@@ -5,11 +5,18 @@ honouring cancellation meanwhile.
 DAG-file parse); :class:`TaskHost` starts it (one per event loop), sends it requests and waits for their
 children, and :func:`run_in_child` is what the activities call. A child that dies without an outcome is a
 :class:`ChildFailed` of kind ``TaskProcessDied``, with its exit code and the end of its log.
+
+A cancelled activity (a user's mark or clear, its run marked success/failed, its workflow cancelled, or
+terminated: the heartbeat Temporal refuses because the workflow is gone cancels the activity too) gives
+its child Airflow's kill path: SIGTERM to the child's process group (Airflow's task runner calls the
+operator's ``on_kill``), SIGKILL :data:`KILL_GRACE` seconds later if it is still there; the activity
+ends (cancelled) once the child has.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -17,6 +24,7 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -122,12 +130,17 @@ class TaskHost:
         process.stdin.write((json.dumps(request) + "\n").encode())
         heartbeat = asyncio.create_task(_heartbeat_until_cancelled())
         try:
-            await process.stdin.drain()
-            pid = await started
             try:
-                code = await exited
+                await process.stdin.drain()
+                # Shielded: a cancellation must leave the futures to the kill path (cancelling them would
+                # make the child look ended, and it would go on running).
+                await asyncio.shield(started)
+                code = await asyncio.shield(exited)
             except asyncio.CancelledError:
-                await _terminate(pid, exited)
+                # Cancelled (a mark, a cancelled run) or the workflow is gone (a failed heartbeat): Airflow's
+                # kill path for the child, to its end, whatever else is cancelled meanwhile.
+                heartbeat.cancel()
+                await _shielded(_terminate(started, exited))
                 raise
             if not os.path.exists(result_path):
                 raise ChildFailed(TASK_PROCESS_DIED_ERROR, _death_message(code, log_path))
@@ -167,9 +180,31 @@ async def _heartbeat_until_cancelled() -> None:
         activity.heartbeat()
 
 
-async def _terminate(pid: int, exited: asyncio.Future[int], grace: float = 10.0) -> None:
-    """SIGTERM (Airflow's runner calls the operator's ``on_kill``), SIGKILL after ``grace``."""
+#: Seconds between the SIGTERM of a cancelled try's process and its SIGKILL (Airflow's supervisor escalates
+#: after 5 s too).
+KILL_GRACE = 5.0
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled again meanwhile (the SDK cancels an activity
+    once per reason: a cancel request, then a failed heartbeat once the workflow has closed)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()
+
+
+async def _terminate(started: asyncio.Future[int], exited: asyncio.Future[int], grace: float = KILL_GRACE) -> None:
+    """Airflow's kill path: SIGTERM (Airflow's runner calls the operator's ``on_kill``), SIGKILL after
+    ``grace``. A child that was still being started is waited for first, then killed."""
+    try:
+        pid = await asyncio.wait_for(asyncio.shield(started), timeout=60)
+    except (TimeoutError, ChildFailed):
+        return  # never started (the task host is gone)
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        if exited.done():
+            return
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:

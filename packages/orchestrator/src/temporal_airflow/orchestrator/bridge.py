@@ -6,7 +6,13 @@ A background thread owns an event loop and a Temporal client. Work arrives two w
   transaction that set it running has committed;
 * reconciliation, every ``reconcile_interval`` seconds, at a flat cost: one DB query for the running
   managed DagRuns and one visibility query (``list_workflows``) for the running deep workflows. Only where
-  the two disagree does the pass do more, run by run, each run's error logged and the pass going on:
+  the two disagree does the pass do more, run by run, each run's error logged and the pass going on;
+* between two reconciliations, every ``action_interval`` seconds (half a second), the users' actions
+  alone, against the workflows the last reconciliation found (and those started since): one DB query for
+  the running managed DagRuns and one for the queued task marks, so that a mark, a clear or a run marked
+  success/failed reaches its workflow (and from there the try's process) within a second or so.
+
+What a pass does:
 
   - a running DagRun without a running workflow gets it started (a start that failed, e.g. while
     Temporal was down, is retried; runs survive scheduler restarts) or, if its workflow has ended
@@ -72,6 +78,11 @@ class TemporalBridge:
         self._thread = threading.Thread(target=self._loop.run_forever, name="temporal-bridge", daemon=True)
         self._client: Any = None
         self._storage = StorageSettings.from_env()
+        #: The running deep workflows and the run each names, as the last reconciliation found them, with
+        #: those started since (the action passes work on these).
+        self._workflows: dict[str, RunRef] = {}
+        #: The clear number each workflow was last told about (so a clear is signalled once).
+        self._signalled_clears: dict[str, int] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -153,6 +164,7 @@ class TemporalBridge:
         except WorkflowAlreadyStartedError:
             await self._reflect_end(run)
             return
+        self._workflows[run.workflow_id] = run
         await asyncio.to_thread(airflow_db.note_run, run, self.run_note(run.workflow_id))
 
     def run_note(self, wid: str, ending: str = "") -> str:
@@ -180,12 +192,20 @@ class TemporalBridge:
             log.warning("DagRun %s/%s marked %s: its workflow %s", run.dag_id, run.run_id, state, ending.strip())
 
     async def _reconcile_forever(self) -> None:
+        """A reconciliation every ``reconcile_interval``, the users' actions every ``action_interval`` between
+        (one loop: the passes never overlap)."""
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time()
         while True:
+            full = loop.time() >= next_reconcile
             try:
-                await self.reconcile_once()
+                await (self.reconcile_once() if full else self.follow_actions_once())
             except Exception:
                 log.exception("Temporal reconciliation failed; retrying")
-            await asyncio.sleep(self.settings.reconcile_interval)
+            if full:
+                next_reconcile = loop.time() + self.settings.reconcile_interval
+            pause = self.settings.action_interval or self.settings.reconcile_interval
+            await asyncio.sleep(max(min(pause, next_reconcile - loop.time()), 0.0))
 
     async def _watch_queued_forever(self, wake: Callable[[], None]) -> None:
         """Wake the scheduler whenever a managed DAG gets a new queued run (see :mod:`.prompt_start`)."""
@@ -203,18 +223,42 @@ class TemporalBridge:
     async def reconcile_once(self) -> None:
         runs = set(await asyncio.to_thread(airflow_db.running_managed_runs))
         running = await self._running_workflows()
-        by_run = {(named.dag_id, named.run_id): (wid, named) for wid, named in running.items() if named is not None}
+        self._workflows = {wid: named for wid, named in running.items() if named is not None}
+        self._signalled_clears = {w: n for w, n in self._signalled_clears.items() if w in self._workflows}
+        started = {(named.dag_id, named.run_id) for named in self._workflows.values()}
         for run in runs:
-            wid, named = by_run.get((run.dag_id, run.run_id), (None, None))
-            if named is None:
+            if (run.dag_id, run.run_id) not in started:
                 await self._isolated(run, self.ensure_started(run))
-            elif named.clear_number < run.clear_number:
-                await self._isolated(run, self._signal_cleared(wid, run))
-        for wid, named in running.items():
-            if named is not None and named not in runs:
-                await self._isolated(named, self._cancel_if_abandoned(wid, named))
-        await self._deliver_marks({key: wid for key, (wid, _) in by_run.items()})
+        await self._follow_actions(runs)
         await asyncio.to_thread(airflow_db.forget_deleted)
+
+    async def follow_actions_once(self) -> None:
+        """Between reconciliations: clears, run marks, deletions and task marks to the known workflows."""
+        if self._workflows:
+            await self._follow_actions(set(await asyncio.to_thread(airflow_db.running_managed_runs)))
+        elif await asyncio.to_thread(marks.any_queued):
+            await self._deliver_marks({})  # marks of runs no longer running are dropped
+
+    async def _follow_actions(self, runs: set[RunRef]) -> None:
+        """What users did to the runs of the known workflows (``runs``: the running managed DagRuns)."""
+        current = {(run.dag_id, run.run_id): run for run in runs}
+        for wid, named in list(self._workflows.items()):
+            run = current.get((named.dag_id, named.run_id))
+            if run is None or run.clear_number < named.clear_number:
+                if await self._isolated_settled(named, self._cancel_if_abandoned(wid, named)):
+                    self._workflows.pop(wid, None)
+            elif named.clear_number < run.clear_number and self._signalled_clears.get(wid) != run.clear_number:
+                await self._isolated(run, self._signal_cleared(wid, run))
+                self._signalled_clears[wid] = run.clear_number
+        await self._deliver_marks({(named.dag_id, named.run_id): wid for wid, named in self._workflows.items()})
+
+    async def _isolated_settled(self, run: RunRef, work: Awaitable[bool]) -> bool:
+        """:meth:`_isolated` for work that says whether it settled the run (False on an error too)."""
+        try:
+            return await work
+        except Exception:
+            log.exception("Temporal bridge: %s failed this time (retried next pass)", run.workflow_id)
+            return False
 
     async def _deliver_marks(self, workflows: dict[tuple[str, str], str]) -> None:
         """Signal the queued task marks to their runs' running workflows (``workflows``: by dag and run id);
@@ -256,23 +300,25 @@ class TemporalBridge:
         assert wid is not None
         await (await self._get_client()).get_workflow_handle(wid).signal(RUN_CLEARED_SIGNAL, run.clear_number)
 
-    async def _cancel_if_abandoned(self, wid: str, run: RunRef) -> None:
+    async def _cancel_if_abandoned(self, wid: str, run: RunRef) -> bool:
         """Cancel the workflow if its DagRun was marked success/failed, deleted, or cleared (once finished)
-        meanwhile; a run cleared while running keeps its workflow (:meth:`_signal_cleared`)."""
+        meanwhile; a run cleared while running keeps its workflow (:meth:`_signal_cleared`). True when
+        there is nothing more to do for this workflow until the next reconciliation."""
         row = await asyncio.to_thread(airflow_db.run_row, run.dag_id, run.run_id)
         handle = (await self._get_client()).get_workflow_handle(wid)
         if row.state is None:
             reason = "deleted"
         elif row.clear_number > run.clear_number and row.state == "running":
-            return  # cleared while running: signalled, not cancelled
+            return False  # cleared while running: signalled, not cancelled
         elif row.clear_number > run.clear_number:
             reason = "cleared (a new execution takes over)"
         elif row.state in _FINAL:
             progress = await handle.query("progress", result_type=RunProgress)
             if progress.state in _FINAL:
-                return  # the workflow finished the run itself and is wrapping up
+                return True  # the workflow finished the run itself and is wrapping up
             reason = f"marked {row.state}"
         else:
-            return
+            return False
         log.info("Cancelling Temporal workflow %s: its DagRun was %s in Airflow", wid, reason)
         await handle.cancel()
+        return True

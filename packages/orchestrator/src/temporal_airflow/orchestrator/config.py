@@ -14,6 +14,10 @@ activity_task_queue    TEMPORAL_ACTIVITY_TASK_QUEUE       queue of the activity 
 managed_dags           TEMPORAL_MANAGED_DAGS              comma-separated dag_id globs, ``*`` = all
 managed_tag            TEMPORAL_MANAGED_TAG               DAGs with this tag are managed (``temporal``)
 reconcile_interval     TEMPORAL_RECONCILE_INTERVAL        seconds between reconciliations (5)
+action_interval        TEMPORAL_ACTION_INTERVAL           seconds between looks, between two
+                                                          reconciliations, for what users did to
+                                                          running runs: marks, clears (0.5; 0:
+                                                          at reconciliations only)
 prompt_start_interval  TEMPORAL_PROMPT_START_INTERVAL     seconds between looks for new queued runs of
                                                           managed DAGs, which wake the scheduler's
                                                           idle loop (0.1; 0 turns it off)
@@ -45,6 +49,7 @@ _ENV = {
     "managed_dags": "TEMPORAL_MANAGED_DAGS",
     "managed_tag": "TEMPORAL_MANAGED_TAG",
     "reconcile_interval": "TEMPORAL_RECONCILE_INTERVAL",
+    "action_interval": "TEMPORAL_ACTION_INTERVAL",
     "prompt_start_interval": "TEMPORAL_PROMPT_START_INTERVAL",
     "task_heartbeat_timeout": "TEMPORAL_TASK_HEARTBEAT_TIMEOUT",
     "ui_url": "TEMPORAL_UI_URL",
@@ -75,6 +80,9 @@ class TemporalSettings:
     managed_dags: tuple[str, ...] = ()
     managed_tag: str = "temporal"
     reconcile_interval: float = 5.0
+    #: Seconds between looks for users' actions on running runs (task marks, clears, a run marked
+    #: success/failed or deleted) between two reconciliations; 0: at reconciliations only.
+    action_interval: float = 0.5
     #: Seconds between looks for new queued runs of managed DAGs (:mod:`.prompt_start`); 0: never look.
     prompt_start_interval: float = 0.1
     ui_url: str = ""
@@ -97,6 +105,7 @@ class TemporalSettings:
             managed_dags=globs,
             managed_tag=_setting("managed_tag", "temporal"),
             reconcile_interval=float(_setting("reconcile_interval", "5")),
+            action_interval=float(_setting("action_interval", "0.5")),
             prompt_start_interval=float(_setting("prompt_start_interval", "0.1")),
             ui_url=_setting("ui_url").rstrip("/"),
             task_heartbeat_timeout=float(_setting("task_heartbeat_timeout", "60")),

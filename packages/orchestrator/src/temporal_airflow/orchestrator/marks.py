@@ -5,7 +5,8 @@ a workflow running that DagRun keeps its own copy and would otherwise run the ta
 running it) and write its own outcome over the user's. Airflow calls its task-instance listeners for
 such a mark (``previous_state=None``, with the ORM task instance); for a run recorded as Temporal's the
 listener queues the mark in a small table of the plugin's own, ``temporal_airflow_task_mark``. The
-bridge, in the scheduler, signals each queued mark to the run's workflow at its next pass (one query),
+bridge, in the scheduler, signals each queued mark to the run's workflow at its next pass (one query,
+every ``action_interval``: half a second),
 then deletes it; marks of runs that are no longer running are dropped, there is nothing to tell.
 
 A table rather than a Temporal call from the API server: the mark survives a Temporal outage and an
@@ -110,6 +111,14 @@ def queued_marks() -> list[QueuedMark]:
         )
         for row in rows
     ]
+
+
+def any_queued() -> bool:
+    """Whether any mark is queued (one cheap query)."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.scalar(select(MARKS.c.id).limit(1)) is not None
 
 
 def forget_marks(ids: list[int]) -> None:
