@@ -147,14 +147,7 @@ def _watch(stack: LocalStack) -> int:
 
 
 def managed_dags_description(env: dict[str, str]) -> str:
-    """Which DAGs the orchestrator plugin hands to Temporal, in words, from the stack's environment."""
+    """Which DAGs the orchestrator plugin hands to Temporal, in its own words, for the stack's environment."""
+    from temporal_airflow.orchestrator.config import TemporalSettings
 
-    def setting(key: str, default: str) -> str:
-        return env.get(f"TEMPORAL_{key}", env.get(f"AIRFLOW__TEMPORAL__{key}", default))
-
-    tag = setting("MANAGED_TAG", "temporal").strip()
-    globs = [glob.strip() for glob in setting("MANAGED_DAGS", "").split(",") if glob.strip()]
-    if "*" in globs:
-        return "every DAG (TEMPORAL_MANAGED_DAGS=*)"
-    rules = ([f"DAGs tagged '{tag}'"] if tag else []) + ([f"dag_ids matching {', '.join(globs)}"] if globs else [])
-    return " and ".join(rules) or "no DAG (no TEMPORAL_MANAGED_TAG, no TEMPORAL_MANAGED_DAGS)"
+    return TemporalSettings.load(env).describe_managed()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,14 @@ _ENV = {
 }
 
 
-def _setting(key: str, default: str = "") -> str:
-    value = os.environ.get(_ENV[key])
+def _read(key: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    """The ``TEMPORAL_*`` variable, else Airflow's ``[temporal]`` key: from Airflow's config, or from
+    ``environ``'s ``AIRFLOW__TEMPORAL__*`` when settings are read from a given environment."""
+    value = (os.environ if environ is None else environ).get(_ENV[key])
     if value is not None:
         return value
+    if environ is not None:
+        return environ.get(f"AIRFLOW__TEMPORAL__{key.upper()}", default)
     from airflow.configuration import conf
 
     return str(conf.get("temporal", key, fallback=default) or default)
@@ -91,7 +96,12 @@ class TemporalSettings:
     task_heartbeat_timeout: float = 60.0
 
     @classmethod
-    def load(cls) -> TemporalSettings:
+    def load(cls, environ: Mapping[str, str] | None = None) -> TemporalSettings:
+        """The plugin's settings (from ``environ`` alone when given, e.g. a stack's environment)."""
+
+        def _setting(key: str, default: str = "") -> str:
+            return _read(key, default, environ)
+
         globs = tuple(g.strip() for g in _setting("managed_dags").split(",") if g.strip())
         return cls(
             address=_setting("address", "localhost:7233"),
@@ -116,6 +126,15 @@ class TemporalSettings:
         if self.managed_tag and self.managed_tag in tags:
             return True
         return any(fnmatch.fnmatchcase(dag_id, glob) for glob in self.managed_dags)
+
+    def describe_managed(self) -> str:
+        """Which DAGs run on Temporal, in words (``temporal-airflow up``'s banner says it)."""
+        if "*" in self.managed_dags:
+            return "every DAG (TEMPORAL_MANAGED_DAGS=*)"
+        rules = [f"DAGs tagged '{self.managed_tag}'"] if self.managed_tag else []
+        if self.managed_dags:
+            rules.append(f"dag_ids matching {', '.join(self.managed_dags)}")
+        return " and ".join(rules) or "no DAG (no TEMPORAL_MANAGED_TAG, no TEMPORAL_MANAGED_DAGS)"
 
     def workflow_ui_link(self, workflow_id: str) -> str | None:
         """The workflow's page in the Temporal UI, when ``ui_url`` is configured."""
