@@ -41,7 +41,12 @@ from temporal_airflow.models import DEEP_WORKFLOW
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.bridge import workflow_id
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("chaos"), pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("chaos"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 DAGS = ROOT / "tests" / "chaos_dags"
 HEARTBEAT_TIMEOUT = 10

@@ -34,7 +34,7 @@ from temporal_airflow.cli.airflow_rest import AirflowRest
 from temporal_airflow.cli.local_stack import LocalStack
 from temporal_airflow.models import DagExecutionResult
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("conformance")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("conformance")]
 
 CORE = Path(airflow.__file__).parent / "example_dags"
 STANDARD = Path(standard_examples.__file__).parent

@@ -39,7 +39,12 @@ from temporal_airflow.models import (
     RunProgress,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("deep"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 DEEP_DAGS = ROOT / "tests" / "deep_dags"
 AIRFLOW_EXAMPLES = Path(airflow.__file__).parent / "example_dags"

@@ -34,7 +34,7 @@ from temporal_airflow.cli.local_stack import LocalStack
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.orchestrator.bridge import workflow_id
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("deep")]
 
 DAGS = ROOT / "tests" / "orchestrated_dags"
 

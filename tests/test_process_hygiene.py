@@ -26,7 +26,7 @@ import pytest
 from conftest import TEST_DAGS
 from temporal_airflow.cli.airflow_rest import AirflowRest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).parent / "temporal-airflow")
 

@@ -21,7 +21,12 @@ from temporal_airflow.cli.local_stack import LocalStack
 stack = test_deep.stack
 api = test_deep.api
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("deep"), pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("deep"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
 
 # Delivers one try again to task_process.run_task_try, the child side of run_airflow_task, in the stack's
 # Airflow environment; prints the result.

