@@ -120,6 +120,37 @@ async def test_rest_api_trigger_runs_as_exactly_one_workflow(
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_a_mapped_run_triggered_over_rest_shows_every_mapped_index(api: AirflowRest, temporal: Client) -> None:
+    run_id = api.trigger("managed_mapped")
+    await _eventually(lambda: _state(api, "managed_mapped", run_id) in _FINAL, 180, "managed_mapped to end")
+    runs = f"dags/managed_mapped/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    found = api.request("GET", f"{runs}/taskInstances?limit=100")["task_instances"]
+    in_airflow = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in found}
+    assert _state(api, "managed_mapped", run_id) == "success", in_airflow
+    # Second-order mapping over runtime values: each index its own row, as the scheduler makes them.
+    assert in_airflow == {
+        ("numbers", -1): "success",
+        **{("double", i): "success" for i in range(3)},
+        **{("plus_one", i): "success" for i in range(3)},
+        ("total", -1): "success",
+    }
+    # What the UI's mapped-tasks tab lists, and each index's XCom.
+    listed = api.request("GET", f"{runs}/taskInstances/plus_one/listMapped")
+    assert listed["total_entries"] == 3
+    assert sorted((ti["map_index"], ti["state"]) for ti in listed["task_instances"]) == [
+        (i, "success") for i in range(3)
+    ]
+    values = [
+        api.request("GET", f"{runs}/taskInstances/plus_one/xcomEntries/return_value?map_index={i}")["value"]
+        for i in range(3)
+    ]
+    assert values == [3, 5, 7]
+    assert api.xcom("managed_mapped", run_id, "total") == 15
+    executions = await _executions(temporal, workflow_id("managed_mapped", run_id))
+    assert len(executions) == 1 and executions[0].status == WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_triggered_managed_run_starts_without_waiting_out_the_schedulers_idle_sleep(
     api: AirflowRest,
 ) -> None:

@@ -13,6 +13,11 @@ reaches past the Task SDK's public face:
 * **the task map**: ``TaskMap`` rows up to 3.3; 3.4 folds the task map into XCom (``mapped_length``)
   and expands a mapped task from its placeholder ``TaskInstance`` (:func:`mapped_length`,
   :func:`expand_mapped_task`);
+* **the in-process Execution API's start**: from 3.3 its transport returns once the app's lifespan (which
+  registers the JWT services every request's middleware reads) has started; 3.2's starts it in the
+  background, and ends it when the ``InProcessExecutionAPI`` object (not its transport) is collected, so a
+  try's calls could find no services and the try hang. :func:`in_process_api` waits for the start on
+  every release (at once where it has already started) and ties the object's life to its transport's;
 * **the try an in-process Execution API call is for**: 3.4's in-process API reads it from a header for
   routes that do not name it (XComs, variables); :func:`execution_api_client` sets it where it exists.
 
@@ -28,6 +33,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import time
 import uuid
 from types import ModuleType
 from typing import Any
@@ -46,7 +52,10 @@ TOUCHED: dict[str, tuple[str, ...]] = {
     "airflow.models.taskmap": ("TaskMap",),
     "airflow.models.taskinstance": ("TaskInstance",),
     "airflow.models.xcom": ("XComModel",),
+    "airflow.api_fastapi.execution_api.app": ("InProcessExecutionAPI",),
 }
+#: How long :func:`in_process_api` waits for the in-process Execution API's lifespan to start.
+LIFESPAN_TIMEOUT = 60.0
 
 
 def check() -> tuple[int, int]:
@@ -107,6 +116,23 @@ def names_attempts() -> bool:
     from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
 
     return "attempt_id" in inspect.signature(InProcessTestSupervisor._api_client).parameters
+
+
+def in_process_api() -> Any:
+    """Airflow's in-process Execution API (``InProcessExecutionAPI``), its transport created and its app's
+    lifespan started: 3.2's transport starts the lifespan in the background and returns before it ran."""
+    check()
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    api = in_process_api_server()
+    # 3.2's lifespan ends when the API object is collected, not its transport: the transport keeps it.
+    api.transport.temporal_airflow_api = api
+    deadline = time.monotonic() + LIFESPAN_TIMEOUT
+    while not getattr(api.app.state, "svcs_registry", None):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{COMPONENT}: Airflow's in-process Execution API did not start")
+        time.sleep(0.01)
+    return api
 
 
 def execution_api_client(transport: Any, attempt_id: uuid.UUID | None = None, base_url: str | None = None) -> Any:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from temporal_airflow.activities.airflow_compat import execution_api_client
+from temporal_airflow.activities.airflow_compat import execution_api_client, in_process_api
 from temporal_airflow.activities.dag_loading import ChildError
 from temporal_airflow.activities.deep_tries import queue_try, task_instance
 from temporal_airflow.activities.execution_api import RecordingTransport, StandaloneExecutionAPI
@@ -57,7 +57,6 @@ def deep_client(task: ActivityTaskInput) -> TryClient:
     """
     from airflow.api_fastapi.common.dagbag import dag_bag_from_app
     from airflow.models.dagbag import DBDagBag
-    from airflow.sdk.execution_time.supervisor import in_process_api_server
     from airflow.utils.session import create_session
 
     run = task.run
@@ -71,7 +70,7 @@ def deep_client(task: ActivityTaskInput) -> TryClient:
         ti.trigger_id = None
         session.flush()
         ti_id, dag_version_id = ti.id, ti.dag_version_id
-    api = in_process_api_server()
+    api = in_process_api()
     api.app.dependency_overrides[dag_bag_from_app] = DBDagBag
     transport = RecordingTransport(api.transport, keep_xcom_values=False)
     client = execution_api_client(transport, ti_id, base_url=IN_PROCESS_URL)
@@ -81,10 +80,8 @@ def deep_client(task: ActivityTaskInput) -> TryClient:
 def trigger_client(task: ActivityTaskInput) -> Any:
     """The Execution API a deferred task's trigger reads connections and variables from: the task's."""
     if task.deep_integration:
-        from airflow.sdk.execution_time.supervisor import in_process_api_server
-
         fresh_orm()
-        return execution_api_client(in_process_api_server().transport, base_url=IN_PROCESS_URL)
+        return execution_api_client(in_process_api().transport, base_url=IN_PROCESS_URL)
     return standalone_client(task).client
 
 
