@@ -36,7 +36,7 @@ from temporal_airflow.models import (
     XComEntry,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = pytest.mark.integration
 
 PROBE = TEST_DAGS / "deferral_probe.py"
 
