@@ -13,6 +13,7 @@ or a background shell, or SIGKILL) must not leave a process behind. Three Linux 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -91,6 +92,14 @@ class ShutdownSignals:
         signal.signal(signal.SIGTERM, self._handle)
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def install_on(self, loop: asyncio.AbstractEventLoop) -> ShutdownSignals:
+        """:meth:`install` for an event loop: through its wakeup descriptor, so a signal the kernel hands
+        to another thread (the SDK's runtime has many) still wakes the loop at once."""
+        loop.add_signal_handler(signal.SIGTERM, self._handle, signal.SIGTERM, None)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            loop.add_signal_handler(signal.SIGINT, self._handle, signal.SIGINT, None)
         return self
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:

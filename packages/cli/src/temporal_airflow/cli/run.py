@@ -70,7 +70,7 @@ async def _interruptible(run: Coroutine[Any, Any, int], info: TextIO) -> int:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
-    signals = ShutdownSignals(lambda: loop.call_soon_threadsafe(task.cancel), info).install()
+    signals = ShutdownSignals(task.cancel, info).install_on(loop)
     try:
         return await run
     except asyncio.CancelledError:
