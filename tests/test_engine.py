@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import airflow
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
@@ -36,6 +37,7 @@ from temporal_airflow.activities.worker import create_activity_worker, create_se
 from temporal_airflow.cli.dev_server import DevServer
 from temporal_airflow.models import RUN_TASK_ACTIVITY as RUN_TASK
 from temporal_airflow.models import DagExecutionResult
+from temporal_airflow.models.airflow_support import release_line
 from temporal_airflow.models.converter import data_converter
 from temporal_airflow.workflows.worker import create_workflow_worker
 
@@ -80,6 +82,7 @@ async def test_retry_waits_retry_delay_on_a_timer_without_failing_a_workflow_tas
     assert events(history, EventType.EVENT_TYPE_TIMER_STARTED), "the retry delay is a workflow timer"
 
 
+@pytest.mark.skipif(release_line(airflow.__version__) < (3, 3), reason="a task's retry_policy is new in Airflow 3.3")
 async def test_retry_policy_delay_is_honoured(dag_runner: DagRunner) -> None:
     counter = _counter()
     handle = await dag_runner.start(PROBE, dag_id="retry_policy_probe", conf={"counter": counter})
