@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from temporal_airflow.cli.listeners import START_ATTEMPTS, bind_failed, candidate_port, listens_on, log_tail
 from temporal_airflow.cli.processes import die_with_parent
@@ -93,13 +94,7 @@ class DevServer:
     def start(self, timeout: float = 60.0) -> DevServer:
         """Start the server and wait until it serves; new ports when the chosen ones were taken."""
         self.launch()
-        deadline = time.monotonic() + timeout
-        while not self.poll_ready():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
-            time.sleep(0.1)
-        return self
+        return self._wait_serving(timeout)
 
     async def start_async(self, timeout: float = 60.0) -> DevServer:
         """:meth:`start` without blocking an event loop (call it from the loop's, the main, thread).
@@ -111,8 +106,7 @@ class DevServer:
         deadline = time.monotonic() + timeout
         while not await asyncio.to_thread(self._serving_or_port_taken) or self._relaunched():
             if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+                self._timed_out(timeout)
             await asyncio.sleep(0.1)
         return self
 
@@ -120,13 +114,19 @@ class DevServer:
         """Start an exited server again on the same ports (its clients know them), waiting until it serves."""
         self._attempts = START_ATTEMPTS  # a taken port is an error here, not a reason to move
         self._spawn()
+        return self._wait_serving(timeout)
+
+    def _wait_serving(self, timeout: float) -> DevServer:
         deadline = time.monotonic() + timeout
         while not self.poll_ready():
             if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
+                self._timed_out(timeout)
             time.sleep(0.1)
         return self
+
+    def _timed_out(self, timeout: float) -> NoReturn:
+        self.stop()
+        raise TimeoutError(f"temporal dev server did not serve on {self.address} within {timeout}s")
 
     def launch(self) -> None:
         """Start the process, not waiting for it (the first of at most :data:`START_ATTEMPTS`)."""
